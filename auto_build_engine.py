@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -504,22 +504,718 @@ class YOLOExporter:
 # 3. Build: EngineBuilder and the engine cache
 # --------------------------------------------------------------------------------------------
 
+SIDECAR_SCHEMA = 1
+LOCK_TIMEOUT_ENV = "BUILD_LOCK_TIMEOUT_S"
+DEFAULT_LOCK_TIMEOUT_S = 3600.0  # a yolo11x build on a small GPU can take 20+ minutes
+
+
+def trt_major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def modelopt_available() -> bool:
+    """ModelOpt AutoCast is TensorRT 11's route to FP16; find_spec does not import it."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("modelopt") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_precision(request: str, gpu: GpuInfo | None, tensorrt_version: str | None) -> tuple[str, str]:
+    """(precision to build, why). Decided before the build so the engine name is known up front."""
+    if request == "fp32":
+        return "fp32", "asked for FP32"
+    if gpu is not None and not gpu.fast_fp16:
+        if request == "fp16":
+            return "fp16", f"asked for FP16 (note: compute capability {gpu.compute_capability} is slow at FP16)"
+        return "fp32", f"compute capability {gpu.compute_capability} has no fast FP16"
+    if tensorrt_version and trt_major(tensorrt_version) >= 11 and not modelopt_available():
+        return "fp32", "TensorRT 11 builds FP16 only from an AutoCast ONNX and nvidia-modelopt[onnx] is not installed"
+    return "fp16", "asked for FP16" if request == "fp16" else "GPU is fast at FP16"
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything that makes an engine right for this run; equal keys mean reuse."""
+
+    model: str
+    imgsz: int
+    min_batch: int
+    opt_batch: int
+    max_batch: int
+    precision_request: str
+    precision: str
+    gpu_name: str
+    compute_capability: str
+    tensorrt_version: str
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """Size and mtime decide whether a file must be hashed again (the warm path never hashes)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: Path, known: FileStamp | None = None) -> FileStamp:
+        stat = path.stat()
+        resolved = str(path.resolve())
+        if known and known.path == resolved and known.size == stat.st_size and known.mtime_ns == stat.st_mtime_ns:
+            return known
+        return cls(resolved, stat.st_size, stat.st_mtime_ns, sha256_of_file(path))
+
+    @classmethod
+    def from_json(cls, data: Any) -> FileStamp | None:
+        try:
+            return cls(str(data["path"]), int(data["size"]), int(data["mtime_ns"]), str(data["sha256"]))
+        except (TypeError, KeyError, ValueError):
+            return None
+
+
+@dataclass
+class EnginePlan:
+    """Where the engine for this run lives and the key it must carry."""
+
+    key: EngineKey
+    stem: str
+    engine_dir: Path
+    precision_reason: str
+    gpu: GpuInfo | None
+
+    @property
+    def engine_path(self) -> Path:
+        return self.engine_dir / f"{self.stem}.engine"
+
+    @property
+    def sidecar_path(self) -> Path:
+        return self.engine_dir / f"{self.stem}.json"
+
+    @property
+    def timing_cache_path(self) -> Path:
+        return self.engine_dir / f"timing-sm{self.key.compute_capability.replace('.', '')}-trt{self.key.tensorrt_version}.cache"
+
+
+def engine_stem(key: EngineKey, slug: str) -> str:
+    sm = key.compute_capability.replace(".", "")
+    return f"{key.model}_{key.imgsz}_b{key.max_batch}_{key.precision}_sm{sm}-{slug}_trt{key.tensorrt_version}"
+
+
+def model_label(options: Options) -> str:
+    """The model part of the engine name: the file's stem when --pt/--onnx is given."""
+    source = options.onnx or options.pt
+    if source is None:
+        return options.model
+    label = Path(source).name
+    for suffix in (".onnx", ".pt", ".yaml", ".yml"):
+        label = label.removesuffix(suffix)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label) or "model"
+
+
+def plan_engine(options: Options, gpu: GpuInfo, tensorrt_version: str) -> EnginePlan:
+    precision, reason = resolve_precision(options.precision, gpu, tensorrt_version)
+    key = EngineKey(
+        model=model_label(options), imgsz=options.imgsz,
+        min_batch=options.min_batch, opt_batch=options.opt_batch, max_batch=options.max_batch,
+        precision_request=options.precision, precision=precision,
+        gpu_name=gpu.name, compute_capability=gpu.compute_capability, tensorrt_version=tensorrt_version,
+    )
+    return EnginePlan(key, engine_stem(key, gpu.slug), Path(options.engine_dir).absolute(), reason, gpu)
+
+
+@dataclass
+class Sidecar:
+    """The JSON written next to each engine, last, so a half-built engine never looks valid."""
+
+    key: EngineKey
+    precision_built: str
+    engine_file: str
+    engine_size: int
+    engine_sha256: str
+    onnx: FileStamp
+    source: FileStamp | None
+    class_names: list[str]
+    profile: dict[str, Any]
+    gpu: dict[str, Any]
+    driver_version: str | None
+    cuda_driver_version: str | None
+    cuda_toolkit_version: str | None
+    workspace_mb: int
+    builder_optimization_level: int | None
+    built_at: str
+    build_seconds: float
+    tool_version: str = TOOL_VERSION
+    schema: int = SIDECAR_SCHEMA
+
+    @property
+    def max_batch(self) -> int:
+        return int(self.profile["max"][0])
+
+    def as_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["key"] = self.key.as_json()
+        return data
+
+    @classmethod
+    def read(cls, path: Path) -> Sidecar:
+        """Raises ValueError with the reason when the file is missing or not ours."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError:
+            raise ValueError(f"no sidecar {Path(path).name}") from None
+        except json.JSONDecodeError:
+            raise ValueError(f"sidecar {Path(path).name} is not valid JSON") from None
+        try:
+            if data.get("schema") != SIDECAR_SCHEMA:
+                raise ValueError(f"sidecar schema {data.get('schema')} is not {SIDECAR_SCHEMA}")
+            onnx = FileStamp.from_json(data["onnx"])
+            if onnx is None:
+                raise ValueError("sidecar has no ONNX record")
+            fields = {f.name for f in dataclasses.fields(cls)}
+            values = {name: data[name] for name in fields if name in data}
+            values.update(key=EngineKey(**data["key"]), onnx=onnx, source=FileStamp.from_json(data.get("source")))
+            return cls(**values)
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"sidecar {Path(path).name} is incomplete ({error})") from None
+
+
+@dataclass
+class CacheState:
+    valid: bool
+    reason: str
+    sidecar: Sidecar | None = None
+
+
+def check_engine(plan: EnginePlan, options: Options) -> CacheState:
+    """The warm-path check: read the sidecar, stat the engine; hash only a source whose stat changed."""
+    try:
+        sidecar = Sidecar.read(plan.sidecar_path)
+    except ValueError as error:
+        return CacheState(False, str(error))
+    if sidecar.key != plan.key:
+        diffs = [f"{name} {getattr(sidecar.key, name)!r} -> {getattr(plan.key, name)!r}"
+                 for name in plan.key.as_json() if getattr(sidecar.key, name) != getattr(plan.key, name)]
+        return CacheState(False, "engine key changed: " + ", ".join(diffs), sidecar)
+    try:
+        size = plan.engine_path.stat().st_size
+    except OSError:
+        return CacheState(False, f"engine file {plan.engine_path.name} is missing", sidecar)
+    if size != sidecar.engine_size:
+        return CacheState(False, f"engine size {size} differs from the sidecar's {sidecar.engine_size} (truncated or replaced)", sidecar)
+    given = given_model_file(options)
+    if given is not None:
+        recorded = sidecar.source
+        try:
+            current = FileStamp.of(given, recorded)
+        except OSError:
+            return CacheState(False, f"{given} is not readable or not there yet", sidecar)
+        if recorded is None or current.sha256 != recorded.sha256:
+            return CacheState(False, f"{given.name} changed since the engine was built", sidecar)
+    return CacheState(True, "engine matches this GPU, TensorRT and options", sidecar)
+
+
+def given_model_file(options: Options) -> Path | None:
+    """The --pt/--onnx file as the exporter will find it (a bare name may sit in MODELS_DIR)."""
+    given = options.onnx or options.pt
+    if given is None:
+        return None
+    given = Path(given)
+    if not given.exists() and not given.is_absolute() and (Path(options.models_dir) / given.name).exists():
+        return Path(options.models_dir) / given.name
+    return given
+
+
+# -- locking ---------------------------------------------------------------------------------
+
+class BuildLock:
+    """`ENGINE_DIR/.build.lock` through filelock; a waiting process says who holds it.
+
+    The lock file itself is never deleted (another process may be opening it); the holder's
+    pid/host/start time go to a sibling `.build.lock.owner` for the message.
+    """
+
+    def __init__(self, engine_dir: Path, timeout_s: float | None = None) -> None:
+        self.path = engine_dir / LOCK_FILE_NAME
+        self.owner_path = engine_dir / (LOCK_FILE_NAME + ".owner")
+        if timeout_s is None:
+            try:
+                timeout_s = float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
+            except ValueError:
+                raise ToolError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds") from None
+        self.timeout_s = timeout_s
+        self._lock: Any = None
+
+    def __enter__(self) -> BuildLock:
+        try:
+            from filelock import FileLock, Timeout
+        except ImportError:
+            raise ToolError("filelock is not installed; pip install filelock", EXIT_ENVIRONMENT) from None
+        self._lock = FileLock(str(self.path))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            log(f"another process holds {self.path} ({self._owner()}); waiting up to {self.timeout_s:.0f}s ({LOCK_TIMEOUT_ENV})")
+            try:
+                self._lock.acquire(timeout=self.timeout_s)
+            except Timeout:
+                raise ToolError(f"timed out after {self.timeout_s:.0f}s waiting for {self.path} ({self._owner()}); raise {LOCK_TIMEOUT_ENV} or stop the other build", EXIT_BUILD_FAILED) from None
+        except OSError as error:
+            raise ToolError(f"cannot create {self.path} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE) from None
+        owner = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            atomic_write_text(self.owner_path, json.dumps(owner))
+        except ToolError:
+            pass
+        return self
+
+    def _owner(self) -> str:
+        try:
+            owner = json.loads(self.owner_path.read_text())
+            return f"pid {owner['pid']} on {owner['host']} since {owner['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "holder unknown"
+
+    def __exit__(self, *exc: object) -> None:
+        _remove_quietly(self.owner_path)
+        self._lock.release()
+
+
+# -- cancellation ----------------------------------------------------------------------------
+
+class CancelToken:
+    """Set by SIGINT/SIGTERM; the progress monitor returns False so TensorRT stops the build."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_number: int | None = None
+
+    def cancel(self, signal_number: int) -> None:
+        self.signal_number = signal_number
+        self.event.set()
+
+    @property
+    def exit_code(self) -> int:
+        import signal
+
+        return EXIT_SIGTERM if self.signal_number == signal.SIGTERM else EXIT_SIGINT
+
+
+class BuildCancelled(Exception):
+    pass
+
+
+def install_cancel_handlers(token: CancelToken) -> Callable[[], None]:
+    """Turn SIGINT/SIGTERM into a cancel request; returns a function that restores the old handlers."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda number, _frame: token.cancel(number))
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+# -- the builder -----------------------------------------------------------------------------
+
+def import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ToolError("TensorRT not found; run inside the DeepStream image or pip install tensorrt", EXIT_ENVIRONMENT) from None
+    return trt
+
+
+def make_trt_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps errors so a failed build can say why in one line."""
+
+    class CollectingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            text = str(msg)
+            if severity in (trt.Logger.ERROR, trt.Logger.INTERNAL_ERROR):
+                self.errors.append(text)
+                log(f"TensorRT error: {text}", level=1)
+            elif severity == trt.Logger.WARNING:
+                log(f"TensorRT warning: {text}", level=2)
+            else:
+                log(f"TensorRT: {text}", level=3)
+
+    return CollectingLogger()
+
+
+def make_progress_monitor(trt: Any, bar: ProgressBar, token: CancelToken) -> Any | None:
+    """IProgressMonitor exists from TensorRT 10; 8.6 gets a heartbeat thread instead."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class BuildMonitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.totals: dict[str, int] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.totals[phase_name] = num_steps
+            bar.update(phase_name, 0, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            bar.update(phase_name, step + 1, self.totals.get(phase_name))
+            return not token.event.is_set()  # False asks TensorRT to stop the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            self.totals.pop(phase_name, None)
+
+    return BuildMonitor()
+
+
+@dataclass
+class BuildResult:
+    plan_bytes: bytes
+    precision_built: str
+    builder_optimization_level: int | None
+    timing_cache: bytes | None
+
+
 class EngineBuilder:
-    """Not built yet (issue: EngineBuilder and the engine cache)."""
+    """Builds a serialized plan from a validated ONNX with whichever TensorRT (8.6, 10.x, 11.x) is here.
 
-    def __init__(self, options: Options) -> None:
+    Decisions are made by capability (hasattr), not by version tables: 11.x has no FP16 flag
+    and no EXPLICIT_BATCH, 8.6 has no progress monitor.
+    """
+
+    def __init__(self, options: Options, plan: EnginePlan, token: CancelToken | None = None) -> None:
         self.options = options
+        self.plan = plan
+        self.token = token or CancelToken()
 
-    def ensure(self) -> Any:
-        raise ToolError("building the TensorRT engine is not built yet", EXIT_BUILD_FAILED)
+    def workspace_bytes(self) -> int:
+        requested = self.options.workspace_mb
+        gpu = self.plan.gpu
+        if gpu is not None and gpu.memory_total_mib and requested > gpu.memory_total_mib and "workspace_mb" in self.options.explicit:
+            raise ToolError(f"--workspace {requested} MB is larger than GPU {gpu.index}'s {gpu.memory_total_mib} MiB; choose at most {gpu.memory_free_mib}")
+        if gpu is not None and gpu.memory_free_mib and requested > gpu.memory_free_mib:
+            notice(f"workspace capped from {requested} MB to the GPU's free {gpu.memory_free_mib} MiB")
+            requested = gpu.memory_free_mib
+        return requested * (1 << 20)
+
+    def build(self, onnx_path: Path, timing_cache: bytes | None) -> BuildResult:
+        trt = import_tensorrt()
+        logger = make_trt_logger(trt)
+        if hasattr(trt, "init_libnvinfer_plugins"):
+            trt.init_libnvinfer_plugins(logger, "")
+        builder = trt.Builder(logger)
+        precision = self.plan.key.precision
+        if precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16"):
+            onnx_path = self._autocast_fp16(onnx_path)
+        network = builder.create_network(self._network_flags(trt))
+        self._parse(trt, network, logger, onnx_path)
+        input_name = self._check_input(network)
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_bytes())
+        if precision == "fp16" and hasattr(trt.BuilderFlag, "FP16"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        profile = builder.create_optimization_profile()
+        size = self.plan.key.imgsz
+        shapes = [(batch, 3, size, size) for batch in (self.plan.key.min_batch, self.plan.key.opt_batch, self.plan.key.max_batch)]
+        profile.set_shape(input_name, *shapes)
+        config.add_optimization_profile(profile)
+        cache = config.create_timing_cache(timing_cache or b"")
+        if not config.set_timing_cache(cache, False):
+            notice("the saved timing cache does not fit this GPU/TensorRT; starting a new one")
+            config.set_timing_cache(config.create_timing_cache(b""), False)
+        plan_bytes = self._run_build(trt, builder, network, config, logger)
+        new_cache = config.get_timing_cache()
+        if timing_cache:
+            new_cache.combine(config.create_timing_cache(timing_cache), True)
+        return BuildResult(plan_bytes, precision, getattr(config, "builder_optimization_level", None), bytes(new_cache.serialize()))
+
+    def _network_flags(self, trt: Any) -> int:
+        flags = 0
+        creation = trt.NetworkDefinitionCreationFlag
+        # explicit batch is required before TensorRT 10, ignored in 10 and gone in 11
+        if trt_major(self.plan.key.tensorrt_version) < 10 and hasattr(creation, "EXPLICIT_BATCH"):
+            flags |= 1 << int(creation.EXPLICIT_BATCH)
+        return flags
+
+    def _autocast_fp16(self, onnx_path: Path) -> Path:
+        """TensorRT 11 is strongly typed: FP16 must already be in the ONNX (NVIDIA's route: AutoCast)."""
+        try:
+            import onnx
+            from modelopt.onnx.autocast import convert_to_mixed_precision
+        except ImportError:
+            raise ToolError("TensorRT 11 needs nvidia-modelopt[onnx] for FP16; pip install 'nvidia-modelopt[onnx]' or use --precision fp32", EXIT_ENVIRONMENT) from None
+        log("converting the ONNX to mixed FP16 with ModelOpt AutoCast")
+        model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True)
+        target = onnx_path.with_name(onnx_path.stem + ".fp16.onnx")
+        atomic_write_bytes(target, model.SerializeToString())
+        del onnx
+        return target
+
+    def _parse(self, trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+            raise ToolError(f"TensorRT cannot parse {onnx_path.name}: {'; '.join(errors) or 'unknown parser error'}; re-export the ONNX (opset 17) or pass --pt")
+        self._parser = parser  # keep alive with the network
+
+    def _check_input(self, network: Any) -> str:
+        """Refuse a profile the ONNX cannot take: only the batch axis may vary."""
+        if network.num_inputs != 1:
+            raise ToolError(f"the ONNX has {network.num_inputs} inputs; a YOLO detector has exactly one")
+        tensor = network.get_input(0)
+        shape = tuple(tensor.shape)
+        size = self.plan.key.imgsz
+        if len(shape) != 4 or shape[1] != 3:
+            raise ToolError(f"input {tensor.name} has shape {shape}; expected [B,3,H,W]")
+        if shape[0] != -1:
+            raise ToolError(f"input {tensor.name} has a static batch of {shape[0]}; re-export with a dynamic batch axis or pass --pt")
+        if shape[2:] != (size, size):
+            raise ToolError(f"input {tensor.name} is {shape[2]}x{shape[3]} but --imgsz is {size}; pass --imgsz {shape[2]} or re-export")
+        return str(tensor.name)
+
+    def _run_build(self, trt: Any, builder: Any, network: Any, config: Any, logger: Any) -> bytes:
+        """Build in a worker thread so this (main) thread stays free to receive SIGINT/SIGTERM."""
+        bar = ProgressBar("build")
+        monitor = make_progress_monitor(trt, bar, self.token)
+        if monitor is not None:
+            config.progress_monitor = monitor
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["plan"] = builder.build_serialized_network(network, config)
+            except BaseException as error:  # handed to the main thread
+                outcome["error"] = error
+
+        worker = threading.Thread(target=work, name="trt-build", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+            if monitor is None:
+                bar.update("building (TensorRT 8.6 reports no steps)")
+        if self.token.event.is_set():
+            raise BuildCancelled()
+        if "error" in outcome:
+            raise ToolError(f"TensorRT build failed: {outcome['error']}", EXIT_BUILD_FAILED)
+        plan = outcome.get("plan")
+        if plan is None:
+            reason = logger.errors[-1] if logger.errors else "no reason given"
+            raise ToolError(f"TensorRT build failed: {reason}", EXIT_BUILD_FAILED)
+        bar.finish("engine built")
+        return bytes(memoryview(plan))
+
+    def verify(self, plan_bytes: bytes) -> None:
+        """Deserialize the new plan and check its profile and output shape before it replaces anything."""
+        trt = import_tensorrt()
+        logger = make_trt_logger(trt)
+        engine = trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)
+        if engine is None:
+            raise ToolError(f"the new engine does not deserialize: {'; '.join(logger.errors) or 'unknown error'}", EXIT_BUILD_FAILED)
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ToolError(f"the new engine has inputs {inputs} and outputs {outputs}; expected one of each", EXIT_BUILD_FAILED)
+        profile = engine.get_tensor_profile_shape(inputs[0], 0)
+        maxima = tuple(profile[2])
+        if maxima[0] != self.plan.key.max_batch:
+            raise ToolError(f"the new engine's max batch is {maxima[0]}, expected {self.plan.key.max_batch}", EXIT_BUILD_FAILED)
+        out_shape = tuple(engine.get_tensor_shape(outputs[0]))
+        if len(out_shape) != 3 or out_shape[-1] != 6:
+            raise ToolError(f"the new engine's output {outputs[0]} is {out_shape}; expected [B,N,6]", EXIT_BUILD_FAILED)
+        smoke_test(trt, engine, inputs[0], outputs[0], self.plan)
+
+
+def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: EnginePlan) -> None:
+    """One inference at batch min, opt and max when pycuda is here; otherwise say it was skipped."""
+    try:
+        import numpy as np
+        import pycuda.driver as cuda
+    except ImportError:
+        notice("smoke test skipped: pycuda is not installed (the engine deserialized and its shapes are right)")
+        return
+    cuda.init()
+    context = cuda.Device(0).retain_primary_context()
+    context.push()
+    try:
+        execution = engine.create_execution_context()
+        stream = cuda.Stream()
+        size = plan.key.imgsz
+        for batch in sorted({plan.key.min_batch, plan.key.opt_batch, plan.key.max_batch}):
+            execution.set_input_shape(input_name, (batch, 3, size, size))
+            out_shape = tuple(execution.get_tensor_shape(output_name))
+            if out_shape[0] != batch or out_shape[-1] != 6:
+                raise ToolError(f"smoke test: batch {batch} gives output {out_shape}, expected [{batch},N,6]", EXIT_BUILD_FAILED)
+            host_in = np.random.default_rng(batch).random((batch, 3, size, size), dtype=np.float32)
+            host_out = np.empty(out_shape, dtype=np.float32)
+            dev_in, dev_out = cuda.mem_alloc(host_in.nbytes), cuda.mem_alloc(host_out.nbytes)
+            execution.set_tensor_address(input_name, int(dev_in))
+            execution.set_tensor_address(output_name, int(dev_out))
+            cuda.memcpy_htod_async(dev_in, host_in, stream)
+            if not execution.execute_async_v3(stream.handle):
+                raise ToolError(f"smoke test: inference at batch {batch} failed", EXIT_BUILD_FAILED)
+            cuda.memcpy_dtoh_async(host_out, dev_out, stream)
+            stream.synchronize()
+            if not np.isfinite(host_out).all():
+                raise ToolError(f"smoke test: batch {batch} produced NaN/Inf", EXIT_BUILD_FAILED)
+        log(f"smoke test passed at batch {', '.join(str(b) for b in sorted({plan.key.min_batch, plan.key.opt_batch, plan.key.max_batch}))}")
+    finally:
+        context.pop()
+
+
+def install_engine(plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar) -> None:
+    """Temp file + fsync + os.replace for the engine, then the sidecar, last.
+
+    The old sidecar goes first: between the two renames an engine may sit there without a
+    sidecar, which reads as "not valid" (rebuild), never as a wrong engine that looks valid.
+    """
+    engine_dir = plan.engine_dir
+    fd, tmp_name = tempfile.mkstemp(dir=engine_dir, prefix=f".{plan.stem}.", suffix=".engine.tmp")
+    tmp_path = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(plan_bytes)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _remove_quietly(plan.sidecar_path)
+        fsync_directory(engine_dir)
+        os.replace(tmp_path, plan.engine_path)
+    except OSError as error:
+        _remove_quietly(tmp_path)
+        raise ToolError(f"cannot write the engine into {engine_dir} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED) from None
+    except BaseException:
+        _remove_quietly(tmp_path)
+        raise
+    atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
+
+
+def remove_stale_temp_files(engine_dir: Path) -> None:
+    """Temp files of a build killed with SIGKILL; safe because we hold the build lock."""
+    for path in engine_dir.glob(".*.tmp"):
+        _remove_quietly(path)
 
 
 # --------------------------------------------------------------------------------------------
 # 4. Configure: DeepStreamConfig
 # --------------------------------------------------------------------------------------------
 
+NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
+PARSER_FUNCTION = "NvDsInferParseYolo"
+PARSER_LIB_ENV = "YOLO_PARSER_LIB"
+
+
+def parser_library_path() -> Path:
+    """The bbox parser built from nvdsinfer_yolo/ (in the image: /app/nvdsinfer_yolo/...)."""
+    override = os.environ.get(PARSER_LIB_ENV)
+    if override:
+        return Path(override).absolute()
+    return Path(__file__).resolve().parent / "nvdsinfer_yolo" / "libnvdsinfer_yolo.so"
+
+
 class DeepStreamConfig:
-    """Not built yet (issue: DeepStreamConfig and the YOLO bbox parser)."""
+    """The nvinfer config and labels, written from the engine's sidecar (what was built, not what was asked)."""
+
+    def __init__(self, options: Options, plan: EnginePlan, sidecar: Sidecar) -> None:
+        self.options = options
+        self.plan = plan
+        self.sidecar = sidecar
+        self.config_dir = Path(options.config_dir).absolute()
+
+    @property
+    def config_path(self) -> Path:
+        return self.config_dir / CONFIG_FILE_NAME
+
+    @property
+    def labels_path(self) -> Path:
+        return self.config_dir / LABELS_FILE_NAME
+
+    def sections(self) -> dict[str, dict[str, str]]:
+        sidecar, options = self.sidecar, self.options
+        if options.num_sources > sidecar.max_batch:
+            raise ToolError(f"NUM_SOURCES {options.num_sources} exceeds the engine's max batch {sidecar.max_batch}; rebuild with MAX_BATCH >= {options.num_sources}")
+        if sidecar.precision_built not in NETWORK_MODE:
+            raise ToolError(f"sidecar {self.plan.sidecar_path.name} records unknown precision {sidecar.precision_built!r}; rebuild with --force")
+        size = sidecar.key.imgsz
+        return {
+            "property": {
+                "gpu-id": str(options.gpu_id),
+                "net-scale-factor": "0.0039215697906911373",
+                "model-color-format": "0",
+                "onnx-file": sidecar.onnx.path,
+                "model-engine-file": str(self.plan.engine_path),
+                "labelfile-path": str(self.labels_path),
+                "batch-size": str(options.num_sources),
+                "network-mode": str(NETWORK_MODE[sidecar.precision_built]),
+                "infer-dims": f"3;{size};{size}",
+                "num-detected-classes": str(len(sidecar.class_names)),
+                "interval": "0",
+                "gie-unique-id": "1",
+                "process-mode": "1",
+                "network-type": "0",
+                "cluster-mode": "2",
+                "maintain-aspect-ratio": "1",
+                "symmetric-padding": "1",
+                "parse-bbox-func-name": PARSER_FUNCTION,
+                "custom-lib-path": str(parser_library_path()),
+            },
+            "class-attrs-all": {
+                "nms-iou-threshold": f"{options.nms_iou_threshold:g}",
+                "pre-cluster-threshold": f"{options.pre_cluster_threshold:g}",
+                "topk": str(options.topk),
+            },
+        }
+
+    def render(self) -> str:
+        lines = [
+            "# Written by auto_build_engine.py from the engine's sidecar; rewritten whenever the engine changes.",
+            f"# engine: {self.plan.stem} ({self.sidecar.precision_built}, batch {self.sidecar.profile['min'][0]}-{self.sidecar.profile['opt'][0]}-{self.sidecar.max_batch})",
+        ]
+        for section, values in self.sections().items():
+            lines.append(f"[{section}]")
+            lines.extend(f"{key}={value}" for key, value in values.items())
+            lines.append("")
+        return "\n".join(lines)
+
+    def labels_text(self) -> str:
+        return "".join(f"{name}\n" for name in self.sidecar.class_names)
+
+    def is_current(self) -> bool:
+        """True when the files on disk say exactly what we would write (so --check can trust them)."""
+        try:
+            return self.config_path.read_text() == self.render() and self.labels_path.read_text() == self.labels_text()
+        except OSError:
+            return False
+
+    def write(self) -> bool:
+        """Write both files atomically when they differ; True if anything changed."""
+        if self.is_current():
+            return False
+        text = self.render()  # raises before anything is touched
+        try:
+            self.config_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ToolError(f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory") from None
+        atomic_write_text(self.labels_path, self.labels_text())
+        atomic_write_text(self.config_path, text)
+        return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,6 +1247,7 @@ class Options:
     json: bool = False
     dry_run: bool = False
     verbosity: int = 1
+    explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var
 
 
 MAX_BATCH_LIMIT = 64
@@ -668,6 +1365,7 @@ def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | N
         except ToolError as error:
             raise ToolError(str(error).replace(flag, source, 1)) from None
         setattr(options, dest, value)
+        options.explicit.add(dest)
     for name in ("force", "check", "info", "json", "dry_run"):
         setattr(options, name, getattr(namespace, name))
     options.verbosity = max(0, 1 + namespace.verbose - namespace.quiet)
@@ -706,6 +1404,169 @@ def run_info(options: Options) -> int:
     return EXIT_OK if info.gpus else EXIT_ENVIRONMENT
 
 
+def target_gpu_and_trt(options: Options, system: SystemInfo) -> tuple[GpuInfo, str]:
+    """The GPU and TensorRT this run builds for; a missing one is exit 3 (it wins over 1)."""
+    gpu = system.gpu(options.gpu_id)
+    if not system.tensorrt_version:
+        raise ToolError("TensorRT not found; run inside the DeepStream image or pip install tensorrt", EXIT_ENVIRONMENT)
+    return gpu, system.tensorrt_version
+
+
+def pin_cuda_device(gpu: GpuInfo) -> None:
+    """Make CUDA device 0 of this process the chosen GPU, before tensorrt/torch initialise CUDA.
+
+    NVML and CUDA may order GPUs differently; the UUID is unambiguous.
+    """
+    if gpu.uuid and gpu.uuid.startswith(("GPU-", "MIG-")):
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu.uuid
+    else:
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu.index)
+
+
+def run_check(options: Options) -> int:
+    """Exit 0 when a valid engine and a matching config exist; 1 when a build is needed. Writes nothing."""
+    system = SystemInfo.detect()
+    gpu, trt_version = target_gpu_and_trt(options, system)
+    plan = plan_engine(options, gpu, trt_version)
+    state = check_engine(plan, options)
+    if not state.valid or state.sidecar is None:
+        log(f"build needed: {state.reason}")
+        return EXIT_BUILD_FAILED
+    try:
+        current = DeepStreamConfig(options, plan, state.sidecar).is_current()
+    except ToolError as error:
+        log(f"build needed: {error}")
+        return EXIT_BUILD_FAILED
+    if not current:
+        log(f"build needed: {CONFIG_FILE_NAME} does not match the engine")
+        return EXIT_BUILD_FAILED
+    log(f"valid: {plan.engine_path}")
+    return EXIT_OK
+
+
+def run_dry_run(options: Options) -> int:
+    """Everything but the TensorRT build: find/export/validate the ONNX and print the plan."""
+    system = SystemInfo.detect()
+    gpu = system.gpu(options.gpu_id) if system.gpus else None
+    if gpu is None:
+        notice(f"no GPU visible ({system.missing.get('gpu', 'unknown')}); the plan below cannot name one")
+    onnx_model = YOLOExporter(options).resolve()
+    lines = [f"ONNX        {onnx_model.path} ({onnx_model.origin}, {onnx_model.num_classes} classes)"]
+    if gpu is not None and system.tensorrt_version:
+        plan = plan_engine(options, gpu, system.tensorrt_version)
+        state = check_engine(plan, options)
+        lines += [
+            f"Engine      {plan.engine_path}",
+            f"Precision   {plan.key.precision} ({plan.precision_reason})",
+            f"Cache       {'valid: would be reused' if state.valid else 'would build: ' + state.reason}",
+        ]
+    else:
+        precision, reason = resolve_precision(options.precision, gpu, system.tensorrt_version)
+        lines += [
+            f"Engine      not planned: {'no GPU' if gpu is None else 'no TensorRT'} here",
+            f"Precision   {precision} ({reason})",
+        ]
+    lines += [
+        f"Profile     batch {options.min_batch}/{options.opt_batch}/{options.max_batch} at 3x{options.imgsz}x{options.imgsz}",
+        f"Config      {Path(options.config_dir).absolute() / CONFIG_FILE_NAME} (batch-size {options.num_sources}, GPU {options.gpu_id})",
+    ]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def run_ensure(options: Options) -> int:
+    """Build only when no valid engine exists (or --force); then make the config match the engine."""
+    started = time.monotonic()
+    system = SystemInfo.detect()
+    gpu, trt_version = target_gpu_and_trt(options, system)
+    plan = plan_engine(options, gpu, trt_version)
+    state = check_engine(plan, options)
+    if state.valid and state.sidecar is not None and not options.force:
+        return finish_ensure(options, system, plan, state.sidecar, "reused", started)
+    log(f"engine {plan.stem}: {'forced rebuild' if options.force else state.reason}")
+    pin_cuda_device(gpu)
+    onnx_model = YOLOExporter(options).resolve()
+    try:
+        plan.engine_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ToolError(f"cannot create ENGINE_DIR {plan.engine_dir} ({error.strerror}); mount a writable volume there") from None
+    with BuildLock(plan.engine_dir):
+        state = check_engine(plan, options)  # another process may have built it while we waited
+        if state.valid and state.sidecar is not None and not options.force:
+            return finish_ensure(options, system, plan, state.sidecar, "reused (built by another process)", started)
+        remove_stale_temp_files(plan.engine_dir)
+        sidecar = build_and_install(options, system, plan, onnx_model)
+    return finish_ensure(options, system, plan, sidecar, f"built in {sidecar.build_seconds:.1f} s", started)
+
+
+def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, onnx_model: Any) -> Sidecar:
+    """Under the lock: build, verify, save the merged timing cache, install engine then sidecar."""
+    token = CancelToken()
+    restore = install_cancel_handlers(token)
+    try:
+        builder = EngineBuilder(options, plan, token)
+        cache_path = plan.timing_cache_path
+        timing_cache = cache_path.read_bytes() if cache_path.exists() else None
+        began = time.monotonic()
+        log(f"building {plan.engine_path.name} with TensorRT {plan.key.tensorrt_version} ({plan.key.precision}: {plan.precision_reason})")
+        result = builder.build(Path(onnx_model.path), timing_cache)
+        builder.verify(result.plan_bytes)
+        if result.timing_cache:
+            atomic_write_bytes(cache_path, result.timing_cache)
+        given = given_model_file(options)
+        gpu = plan.gpu
+        assert gpu is not None
+        size = plan.key.imgsz
+        sidecar = Sidecar(
+            key=plan.key,
+            precision_built=result.precision_built,
+            engine_file=plan.engine_path.name,
+            engine_size=len(result.plan_bytes),
+            engine_sha256=hashlib.sha256(result.plan_bytes).hexdigest(),
+            onnx=FileStamp.of(Path(onnx_model.path)),
+            source=FileStamp.of(given) if given is not None else None,
+            class_names=list(onnx_model.class_names),
+            profile={"input": "input", "min": [plan.key.min_batch, 3, size, size], "opt": [plan.key.opt_batch, 3, size, size], "max": [plan.key.max_batch, 3, size, size]},
+            gpu={"index": gpu.index, "name": gpu.name, "uuid": gpu.uuid, "compute_capability": gpu.compute_capability, "memory_total_mib": gpu.memory_total_mib},
+            driver_version=system.driver_version,
+            cuda_driver_version=system.cuda_driver_version,
+            cuda_toolkit_version=system.cuda_toolkit_version,
+            workspace_mb=builder.workspace_bytes() >> 20,
+            builder_optimization_level=result.builder_optimization_level,
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            build_seconds=round(time.monotonic() - began, 2),
+        )
+        if token.event.is_set():
+            raise BuildCancelled()
+        install_engine(plan, result.plan_bytes, sidecar)
+        return sidecar
+    except BuildCancelled:
+        remove_stale_temp_files(plan.engine_dir)
+        raise ToolError("build cancelled by signal; the previous engine (if any) is untouched", token.exit_code) from None
+    finally:
+        restore()
+
+
+def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sidecar: Sidecar, how: str, started: float) -> int:
+    config = DeepStreamConfig(options, plan, sidecar)
+    rewritten = config.write()
+    gpu = plan.gpu
+    assert gpu is not None
+    report = [
+        f"GPU         {gpu.index}: {gpu.name} (sm {gpu.compute_capability}, {gpu.memory_total_mib} MiB)",
+        f"Driver      {system.driver_version or 'unknown'} (CUDA {system.cuda_driver_version or '?'}; toolkit {system.cuda_toolkit_version or 'not installed'})",
+        f"TensorRT    {plan.key.tensorrt_version}",
+        f"DeepStream  {system.deepstream_version or 'not found'}",
+        f"Engine      {plan.engine_path} ({how}; {sidecar.precision_built}, batch {sidecar.profile['min'][0]}-{sidecar.profile['opt'][0]}-{sidecar.max_batch}, {sidecar.key.imgsz}px)",
+        f"Config      {config.config_path} ({'written' if rewritten else 'unchanged'}; batch-size {options.num_sources})",
+        f"Ready in    {time.monotonic() - started:.2f} s",
+    ]
+    if options.verbosity >= 1:
+        print("\n".join(report), flush=True)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     global _VERBOSITY
     try:
@@ -713,7 +1574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _VERBOSITY = options.verbosity
         if options.info:
             return run_info(options)
-        return EngineBuilder(options).ensure()
+        if options.check:
+            return run_check(options)
+        if options.dry_run:
+            return run_dry_run(options)
+        return run_ensure(options)
     except ToolError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
