@@ -1219,7 +1219,176 @@ class DeepStreamConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# 5. CLI
+# 5. Measure: --benchmark (the seed's performance table, on the user's GPU)
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class BatchResult:
+    batch: int
+    iterations: int
+    images_per_s: float
+    fps_per_camera: float
+    latency_median_ms: float
+    latency_p99_ms: float
+    gpu_memory_used_mib: int
+    trtexec_images_per_s: float | None = None
+    trtexec_latency_median_ms: float | None = None
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile: the smallest sample with at least `fraction` of samples at or below it."""
+    if not samples:
+        raise ValueError("no samples")
+    ordered = sorted(samples)
+    rank = max(1, int(-(-fraction * len(ordered) // 1)))  # ceil without math
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def median(samples: Sequence[float]) -> float:
+    ordered = sorted(samples)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def parse_batches(text: str, sidecar: Sidecar) -> list[int]:
+    try:
+        batches = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ToolError(f"--batches: {text!r} is not a comma-separated list of integers") from None
+    low, high = int(sidecar.profile["min"][0]), sidecar.max_batch
+    outside = [b for b in batches if not low <= b <= high]
+    if not batches or outside:
+        raise ToolError(f"--batches: {outside or text} outside the engine profile {low}..{high}; pick sizes in that range")
+    return batches
+
+
+class EngineBenchmark:
+    """Times the engine with the TensorRT runtime and pycuda: pinned host memory, one stream,
+    execute_async_v3, CUDA events; inputs rotate among several buffers so a warm cache is not
+    what gets measured."""
+
+    ROTATING_BUFFERS = 3
+
+    def __init__(self, plan: EnginePlan, sidecar: Sidecar, seconds: float, warmup: int = 10) -> None:
+        self.plan = plan
+        self.sidecar = sidecar
+        self.seconds = seconds
+        self.warmup = warmup
+
+    def run(self, batches: Sequence[int]) -> list[BatchResult]:
+        trt = import_tensorrt()
+        try:
+            import numpy as np
+            import pycuda.driver as cuda
+        except ImportError:
+            raise ToolError("--benchmark needs pycuda and numpy; pip install pycuda", EXIT_ENVIRONMENT) from None
+        try:
+            cuda.init()
+            context = cuda.Device(0).retain_primary_context()
+        except Exception as error:
+            raise ToolError(f"no CUDA device usable ({error}); run the container with --gpus all", EXIT_ENVIRONMENT) from None
+        context.push()
+        try:
+            logger = make_trt_logger(trt)
+            engine = trt.Runtime(logger).deserialize_cuda_engine(self.plan.engine_path.read_bytes())
+            if engine is None:
+                raise ToolError(f"{self.plan.engine_path.name} does not deserialize here; rebuild with --force", EXIT_BUILD_FAILED)
+            execution = engine.create_execution_context()
+            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+            input_name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+            output_name = next(n for n in names if n != input_name)
+            return [self._measure(cuda, np, execution, input_name, output_name, batch) for batch in batches]
+        finally:
+            context.pop()
+
+    def _measure(self, cuda: Any, np: Any, execution: Any, input_name: str, output_name: str, batch: int) -> BatchResult:
+        size = self.sidecar.key.imgsz
+        execution.set_input_shape(input_name, (batch, 3, size, size))
+        out_shape = tuple(execution.get_tensor_shape(output_name))
+        free_before, _ = cuda.mem_get_info()
+        rng = np.random.default_rng(batch)
+        hosts = []
+        for _ in range(self.ROTATING_BUFFERS):
+            host = cuda.pagelocked_empty((batch, 3, size, size), np.float32)
+            host[...] = rng.random((batch, 3, size, size), dtype=np.float32)
+            hosts.append(host)
+        devices = [cuda.mem_alloc(host.nbytes) for host in hosts]
+        host_out = cuda.pagelocked_empty(out_shape, np.float32)
+        device_out = cuda.mem_alloc(host_out.nbytes)
+        execution.set_tensor_address(output_name, int(device_out))
+        stream = cuda.Stream()
+
+        def one(i: int) -> tuple[Any, Any]:
+            start, end = cuda.Event(), cuda.Event()
+            slot = i % self.ROTATING_BUFFERS
+            start.record(stream)
+            cuda.memcpy_htod_async(devices[slot], hosts[slot], stream)
+            execution.set_tensor_address(input_name, int(devices[slot]))
+            if not execution.execute_async_v3(stream.handle):
+                raise ToolError(f"inference failed at batch {batch}", EXIT_BUILD_FAILED)
+            cuda.memcpy_dtoh_async(host_out, device_out, stream)
+            end.record(stream)
+            return start, end
+
+        for i in range(self.warmup):
+            one(i)
+        stream.synchronize()
+        free_after, total = cuda.mem_get_info()
+        latencies: list[float] = []
+        began = time.monotonic()
+        i = 0
+        while time.monotonic() - began < self.seconds or not latencies:
+            start, end = one(i)
+            end.synchronize()
+            latencies.append(start.time_till(end))
+            i += 1
+        busy_s = sum(latencies) / 1000.0
+        images_per_s = batch * len(latencies) / busy_s if busy_s > 0 else 0.0
+        return BatchResult(
+            batch=batch, iterations=len(latencies), images_per_s=round(images_per_s, 1),
+            fps_per_camera=round(images_per_s / batch, 1),
+            latency_median_ms=round(median(latencies), 3), latency_p99_ms=round(percentile(latencies, 0.99), 3),
+            gpu_memory_used_mib=int((total - free_after) // (1 << 20)),
+        )
+
+
+def trtexec_compare(plan: EnginePlan, sidecar: Sidecar, results: list[BatchResult]) -> None:
+    """The same batch sizes through trtexec, the reference a TensorRT user trusts."""
+    trtexec = shutil.which("trtexec")
+    if trtexec is None:
+        raise ToolError("--compare-trtexec: trtexec is not on PATH (it is /usr/bin/trtexec in the DeepStream triton image)", EXIT_ENVIRONMENT)
+    size = sidecar.key.imgsz
+    for result in results:
+        code, out = _run_quietly([trtexec, f"--loadEngine={plan.engine_path}", f"--shapes={sidecar.profile.get('input', 'input')}:{result.batch}x3x{size}x{size}"], timeout=600)
+        throughput = re.search(r"Throughput:\s*([0-9.]+)\s*qps", out)
+        latency = re.search(r"Latency:.*?median = ([0-9.]+) ms", out)
+        if code != 0 or not throughput:
+            notice(f"trtexec failed at batch {result.batch} (exit {code})")
+            continue
+        result.trtexec_images_per_s = round(float(throughput.group(1)) * result.batch, 1)
+        result.trtexec_latency_median_ms = float(latency.group(1)) if latency else None
+
+
+def benchmark_table(results: list[BatchResult], sidecar: Sidecar) -> str:
+    with_trtexec = any(r.trtexec_images_per_s is not None for r in results)
+    header = ["batch", "images/s", "FPS/camera", "latency median ms", "latency p99 ms", "GPU mem MiB"]
+    if with_trtexec:
+        header += ["trtexec images/s", "trtexec median ms"]
+    rows = []
+    for r in results:
+        row = [str(r.batch), f"{r.images_per_s:.1f}", f"{r.fps_per_camera:.1f}", f"{r.latency_median_ms:.2f}", f"{r.latency_p99_ms:.2f}", str(r.gpu_memory_used_mib)]
+        if with_trtexec:
+            row += [f"{r.trtexec_images_per_s:.1f}" if r.trtexec_images_per_s else "-", f"{r.trtexec_latency_median_ms:.2f}" if r.trtexec_latency_median_ms else "-"]
+        rows.append(row)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.append(f"engine {sidecar.engine_file}: {sidecar.precision_built}, built in {sidecar.build_seconds:.1f} s on {sidecar.built_at}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. CLI
 # --------------------------------------------------------------------------------------------
 
 @dataclass
@@ -1247,6 +1416,10 @@ class Options:
     json: bool = False
     dry_run: bool = False
     verbosity: int = 1
+    benchmark: bool = False
+    batches: str | None = None
+    seconds: float = 5.0
+    compare_trtexec: bool = False
     explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var
 
 
@@ -1343,6 +1516,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--info", action="store_true", help="print the system report and exit")
     parser.add_argument("--json", action="store_true", help="with --info: machine-readable JSON")
     parser.add_argument("--dry-run", action="store_true", help="everything except the TensorRT build: find/export/validate the ONNX, print the plan")
+    parser.add_argument("--benchmark", action="store_true", help="time the current valid engine on this GPU (never builds)")
+    parser.add_argument("--batches", metavar="LIST", help="with --benchmark: batch sizes, e.g. 1,4,8,16 (default: those of 1,4,8,16 in the engine profile)")
+    parser.add_argument("--seconds", metavar="S", type=str, default=None, help="with --benchmark: timed seconds per batch size (default 5)")
+    parser.add_argument("--compare-trtexec", action="store_true", help="with --benchmark: also run trtexec --loadEngine for the same batch sizes")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
     return parser
@@ -1366,8 +1543,10 @@ def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | N
             raise ToolError(str(error).replace(flag, source, 1)) from None
         setattr(options, dest, value)
         options.explicit.add(dest)
-    for name in ("force", "check", "info", "json", "dry_run"):
+    for name in ("force", "check", "info", "json", "dry_run", "benchmark", "batches", "compare_trtexec"):
         setattr(options, name, getattr(namespace, name))
+    if namespace.seconds is not None:
+        options.seconds = _float_in("--seconds", 0.001, 3600.0)(namespace.seconds)
     options.verbosity = max(0, 1 + namespace.verbose - namespace.quiet)
     validate_options(options)
     return options
@@ -1380,9 +1559,11 @@ def validate_options(options: Options) -> None:
         raise ToolError(f"batch profile must satisfy min <= opt <= max (got --min-batch {options.min_batch}, --opt-batch {options.opt_batch}, --max-batch {options.max_batch})")
     if options.num_sources > options.max_batch:
         raise ToolError(f"--num-sources {options.num_sources} exceeds --max-batch {options.max_batch}: raise MAX_BATCH or use fewer sources")
-    if options.json and not options.info:
-        raise ToolError("--json goes with --info")
-    exclusive = [name for name in ("check", "info", "dry_run") if getattr(options, name)]
+    if options.json and not (options.info or options.benchmark):
+        raise ToolError("--json goes with --info or --benchmark")
+    if (options.batches is not None or options.compare_trtexec) and not options.benchmark:
+        raise ToolError("--batches and --compare-trtexec go with --benchmark")
+    exclusive = [name for name in ("check", "info", "dry_run", "benchmark") if getattr(options, name)]
     if len(exclusive) > 1:
         raise ToolError(f"--{exclusive[0].replace('_', '-')} and --{exclusive[1].replace('_', '-')} are exclusive")
     if options.force and (options.check or options.info):
@@ -1567,6 +1748,40 @@ def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sideca
     return EXIT_OK
 
 
+def run_benchmark(options: Options) -> int:
+    """Time the current valid engine; never builds, never writes into ENGINE_DIR."""
+    system = SystemInfo.detect()
+    gpu, trt_version = target_gpu_and_trt(options, system)
+    plan = plan_engine(options, gpu, trt_version)
+    state = check_engine(plan, options)
+    if not state.valid or state.sidecar is None:
+        others = [p.name for p in Path(plan.engine_dir).glob(f"{plan.key.model}_*.json") if p != plan.sidecar_path]
+        if others and not plan.sidecar_path.exists():
+            raise ToolError(f"the engines in {plan.engine_dir} ({', '.join(sorted(others))}) were built for another GPU/TensorRT/options; run without --benchmark first to build for {gpu.name}", EXIT_USAGE)
+        raise ToolError(f"no engine ({state.reason}); run without --benchmark first", EXIT_BUILD_FAILED)
+    sidecar = state.sidecar
+    if options.batches is None:
+        default = [b for b in (1, 4, 8, 16) if int(sidecar.profile["min"][0]) <= b <= sidecar.max_batch]
+        batches = sorted(set(default) | {sidecar.max_batch})
+    else:
+        batches = parse_batches(options.batches, sidecar)
+    pin_cuda_device(gpu)
+    results = EngineBenchmark(plan, sidecar, options.seconds).run(batches)
+    if options.compare_trtexec:
+        trtexec_compare(plan, sidecar, results)
+    if options.json:
+        print(json.dumps({
+            "gpu": gpu.as_json(), "tensorrt_version": trt_version, "engine": str(plan.engine_path),
+            "precision": sidecar.precision_built, "imgsz": sidecar.key.imgsz,
+            "engine_build_seconds": sidecar.build_seconds, "seconds_per_batch": options.seconds,
+            "results": [dataclasses.asdict(r) for r in results],
+        }, indent=2))
+    else:
+        print(f"{gpu.name} (sm {gpu.compute_capability}), TensorRT {trt_version}, {sidecar.key.imgsz}x{sidecar.key.imgsz}")
+        print(benchmark_table(results, sidecar))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     global _VERBOSITY
     try:
@@ -1578,6 +1793,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_check(options)
         if options.dry_run:
             return run_dry_run(options)
+        if options.benchmark:
+            return run_benchmark(options)
         return run_ensure(options)
     except ToolError as error:
         print(f"error: {error}", file=sys.stderr)
