@@ -1,0 +1,345 @@
+"""EngineBuilder and the engine cache, end to end against fake TensorRT 8.6.1 / 10.9.0.34 / 11.4.0.106."""
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine_env import IMGSZ, EngineMachine, kill_group, write_tiny_onnx
+from tests.fakes.fake_tensorrt import TRT_RELEASES, load_api_names
+from tests.fakes.gpus import GPU_RTX_3060, GPU_RTX_4090
+
+HEAVY = ("tensorrt", "torch", "ultralytics", "onnx", "onnxruntime")
+
+
+@pytest.fixture
+def box(tmp_path):
+    return EngineMachine(tmp_path)
+
+
+def built(done: subprocess.CompletedProcess) -> bool:
+    assert done.returncode == 0, done.stderr
+    return "(built in" in done.stdout
+
+
+def reused(done: subprocess.CompletedProcess) -> bool:
+    assert done.returncode == 0, done.stderr
+    return "(reused" in done.stdout
+
+
+def present_in_release(name: str, release: str) -> bool:
+    return any(line.endswith(name) for line in load_api_names(release))
+
+
+# -- one build code for three TensorRT releases ------------------------------------------------
+
+@pytest.mark.parametrize("release", TRT_RELEASES)
+def test_build_succeeds_on_every_release(tmp_path, release):
+    box = EngineMachine(tmp_path, trt_version=release)
+    assert built(box.run())
+    engine = box.only_engine()
+    assert engine.name == f"tiny_{IMGSZ}_b16_{'fp32' if release.startswith('11') else 'fp16'}_sm89-rtx4090_trt{release}.engine"
+    header = box.plan_header(engine)
+    assert header["profiles"][0]["input"] == {"min": [1, 3, IMGSZ, IMGSZ], "opt": [4, 3, IMGSZ, IMGSZ], "max": [16, 3, IMGSZ, IMGSZ]}
+
+
+@pytest.mark.parametrize("release", TRT_RELEASES)
+def test_every_tensorrt_name_touched_exists_in_that_release(tmp_path, release):
+    box = EngineMachine(tmp_path, trt_version=release)
+    assert built(box.run())
+    touched = box.accessed_names()
+    assert touched, "the access log is empty: the fake did not record anything"
+    missing = sorted(name for name in touched if not present_in_release(name.split(".")[-1], release))
+    assert missing == []
+
+
+def test_explicit_batch_flag_only_below_tensorrt_10(tmp_path):
+    for release in TRT_RELEASES:
+        box = EngineMachine(tmp_path / release, trt_version=release)
+        assert built(box.run())
+        assert box.plan_header(box.only_engine())["explicit_batch"] is release.startswith("8.")
+
+
+def test_fp16_flag_is_set_where_tensorrt_has_it(tmp_path):
+    box = EngineMachine(tmp_path, trt_version="10.9.0.34")
+    assert built(box.run())
+    engine = box.only_engine()
+    assert box.plan_header(engine)["fp16"] is True
+    assert box.sidecar_of(engine)["precision_built"] == "fp16"
+
+
+def test_tensorrt_11_without_modelopt_builds_fp32_and_says_so(tmp_path):
+    box = EngineMachine(tmp_path, trt_version="11.4.0.106")
+    done = box.run()
+    assert built(done)
+    engine = box.only_engine()
+    assert box.sidecar_of(engine)["precision_built"] == "fp32"
+    assert box.plan_header(engine)["fp16"] is False
+    assert "nvidia-modelopt" in done.stdout + done.stderr
+    config = configparser.ConfigParser()
+    config.read(box.config_dir / "config_infer_auto_generated.txt")
+    assert config["property"]["network-mode"] == "0"
+
+
+def test_slow_fp16_gpu_gets_fp32_on_auto(tmp_path):
+    box = EngineMachine(tmp_path, gpu={"name": "NVIDIA GeForce GTX 1080", "compute_cap": "6.1", "memory_total_mib": 8192})
+    assert built(box.run())
+    assert box.sidecar_of(box.only_engine())["precision_built"] == "fp32"
+
+
+# -- reuse and staleness ------------------------------------------------------------------------
+
+def test_unchanged_inputs_reuse_the_engine(box):
+    assert built(box.run())
+    engine = box.only_engine()
+    stamp = engine.stat().st_mtime_ns
+    assert reused(box.run())
+    assert engine.stat().st_mtime_ns == stamp
+
+
+def test_other_compute_capability_builds_its_own_engine(box):
+    assert built(box.run())
+    box.use_gpu(GPU_RTX_3060)
+    assert built(box.run())
+    assert [e.name.split("_sm")[1] for e in box.engines()] == ["86-rtx3060_trt10.9.0.34.engine", "89-rtx4090_trt10.9.0.34.engine"]
+    config = configparser.ConfigParser()
+    config.read(box.config_dir / "config_infer_auto_generated.txt")
+    assert "sm86-rtx3060" in config["property"]["model-engine-file"]
+
+
+def test_other_tensorrt_version_rebuilds(box):
+    assert built(box.run())
+    box.use_tensorrt("8.6.1")
+    assert built(box.run())
+
+
+def test_changed_onnx_rebuilds(box):
+    assert built(box.run())
+    write_tiny_onnx(box.onnx, scale=2.0)
+    assert built(box.run())
+
+
+def test_changed_profile_rebuilds(box):
+    assert built(box.run())
+    assert built(box.run("--opt-batch", "8"))
+
+
+def test_changed_precision_request_rebuilds(box):
+    assert built(box.run())
+    assert built(box.run("--precision", "fp16"))  # same resolved precision, other request
+    assert built(box.run("--precision", "fp32"))
+
+
+def test_truncated_engine_rebuilds(box):
+    assert built(box.run())
+    engine = box.only_engine()
+    engine.write_bytes(engine.read_bytes()[:100])
+    assert built(box.run())
+    assert box.pair_is_consistent(engine)
+
+
+def test_missing_sidecar_rebuilds(box):
+    assert built(box.run())
+    box.only_engine().with_suffix(".json").unlink()
+    assert built(box.run())
+
+
+def test_force_rebuilds_a_valid_engine(box):
+    assert built(box.run())
+    assert built(box.run("--force"))
+
+
+# -- the warm path ------------------------------------------------------------------------------
+
+WARM_PROBE = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+heavy = sorted(m for m in {heavy!r} if m in sys.modules)
+print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("mode", [["--check"], []], ids=["check", "ensure"])
+def test_warm_path_imports_no_heavy_module(box, mode):
+    assert built(box.run())
+    argv = box.argv(*mode)
+    probe = WARM_PROBE.format(heavy=HEAVY)
+    done = subprocess.run([sys.executable, "-c", probe, *argv[1:]], capture_output=True, text=True, env=box.env, cwd=box.tmp, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY=\n" in done.stderr
+
+
+def test_check_is_0_when_valid_and_1_when_a_build_is_needed(box):
+    assert box.run("--check").returncode == 1
+    assert not box.engine_dir.exists() or box.engines() == []
+    assert built(box.run())
+    assert box.run("--check").returncode == 0
+    assert box.run("--check", "--max-batch", "8", "--opt-batch", "2").returncode == 1
+
+
+def test_check_writes_nothing(box):
+    assert built(box.run())
+    before = {p: p.stat().st_mtime_ns for p in list(box.engine_dir.iterdir()) + list(box.config_dir.iterdir())}
+    assert box.run("--check", "--num-sources", "4").returncode == 1  # config says batch-size 1
+    after = {p: p.stat().st_mtime_ns for p in list(box.engine_dir.iterdir()) + list(box.config_dir.iterdir())}
+    assert before == after
+
+
+def test_config_is_rewritten_when_sources_change_without_a_rebuild(box):
+    assert built(box.run())
+    assert reused(box.run("--num-sources", "4"))
+    config = configparser.ConfigParser()
+    config.read(box.config_dir / "config_infer_auto_generated.txt")
+    assert config["property"]["batch-size"] == "4"
+    assert box.run("--check", "--num-sources", "4").returncode == 0
+
+
+# -- timing cache, workspace, bad input ---------------------------------------------------------
+
+def test_timing_cache_is_saved_and_loaded_by_the_next_build(box):
+    assert built(box.run())
+    (cache,) = box.engine_dir.glob("timing-sm89-trt10.9.0.34.cache")
+    assert cache.stat().st_size > 0
+    assert built(box.run("--force"))
+    assert box.plan_header(box.only_engine())["timing_cache"]["used"] is True
+
+
+def test_workspace_is_capped_to_free_memory_with_a_notice(tmp_path):
+    box = EngineMachine(tmp_path, gpu={**GPU_RTX_4090, "memory_free_mib": 4000})
+    done = box.run()
+    assert built(done)
+    assert "workspace capped from 8192 MB to the GPU's free 4000 MiB" in done.stderr
+    assert box.sidecar_of(box.only_engine())["workspace_mb"] == 4000
+
+
+def test_workspace_larger_than_the_gpu_is_exit_2(box):
+    done = box.run("--workspace", "100000")
+    assert done.returncode == 2
+    assert "larger than GPU 0" in done.stderr
+    assert box.engines() == []
+
+
+def test_imgsz_the_onnx_cannot_take_is_exit_2(box):
+    done = box.run("--imgsz", "128")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) >= 1
+    assert box.engines() == []
+
+
+def test_read_only_engine_dir_is_exit_2(box):
+    blocker = box.tmp / "not-a-dir"
+    blocker.write_text("")
+    box.engine_dir = blocker / "engines"
+    done = box.run()
+    assert done.returncode == 2
+    assert "ENGINE_DIR" in done.stderr
+
+
+def test_failed_build_keeps_the_old_engine(box):
+    assert built(box.run())
+    engine = box.only_engine()
+    before = (engine.read_bytes(), engine.with_suffix(".json").read_text())
+    done = box.run("--force", FAKE_TRT_FAIL_BUILD="1")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: TensorRT build failed")
+    assert (engine.read_bytes(), engine.with_suffix(".json").read_text()) == before
+    assert box.temp_files() == []
+    assert box.run("--check").returncode == 0
+
+
+def test_tensorrt_missing_is_exit_3(box):
+    for path in box.site.glob("tensorrt*"):
+        import shutil
+        shutil.rmtree(path)
+    done = box.run()
+    assert done.returncode == 3
+    assert done.stderr.strip() == "error: TensorRT not found; run inside the DeepStream image or pip install tensorrt"
+
+
+# -- concurrency and signals --------------------------------------------------------------------
+
+def test_four_processes_build_exactly_once(box):
+    processes = [box.start(FAKE_TRT_BUILD_SECONDS="1.5") for _ in range(4)]
+    outputs = [p.communicate(timeout=180) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], [err for _, err in outputs]
+    assert sum("(built in" in out for out, _ in outputs) == 1
+    engines = {line.split()[1] for out, _ in outputs for line in out.splitlines() if line.startswith("Engine")}
+    assert len(engines) == 1
+    assert len(box.engines()) == 1
+
+
+def test_waiting_process_says_who_holds_the_lock(box):
+    first = box.start(FAKE_TRT_BUILD_SECONDS="2")
+    wait_for_line(first, "[build]")
+    second = box.run()
+    first.communicate(timeout=60)
+    assert reused(second)
+    assert "another process holds" in second.stderr and f"pid {first.pid}" in second.stderr
+
+
+def wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 60.0) -> str:
+    """Read stderr until a line holds `needle`: the event we wait on instead of sleeping."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 0.5)
+        if ready:
+            line = process.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            if needle in line:
+                return line
+    raise AssertionError(f"{needle!r} never appeared; stderr so far: {''.join(seen)}")
+
+
+def test_sigterm_during_a_build_exits_143_and_leaves_no_temp_files(box):
+    process = box.start(FAKE_TRT_BUILD_SECONDS="30")
+    wait_for_line(process, "[build]")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert box.temp_files() == []
+    assert box.engines() == []
+
+
+def test_sigint_during_a_build_keeps_the_previous_engine(box):
+    assert built(box.run())
+    engine = box.only_engine()
+    before = engine.read_bytes()
+    process = box.start("--force", FAKE_TRT_BUILD_SECONDS="30")
+    wait_for_line(process, "[build]")
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert engine.read_bytes() == before
+    assert box.run("--check").returncode == 0
+
+
+def test_sigkill_at_random_moments_never_leaves_a_mismatched_pair(box):
+    rng = random.Random(20261125)
+    for round_ in range(10):
+        process = box.start("--force", FAKE_TRT_BUILD_SECONDS="0.6")
+        time.sleep(rng.uniform(0.0, 2.5))  # the random moment is the point of this test
+        kill_group(process)
+        process.communicate(timeout=60)
+        for engine in box.engines():
+            assert box.pair_is_consistent(engine), f"round {round_}: engine and sidecar disagree"
+        after = box.run()
+        assert after.returncode == 0, after.stderr
+        assert box.run("--check").returncode == 0
+        for engine in box.engines():
+            assert box.pair_is_consistent(engine)
