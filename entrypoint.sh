@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+#
+# entrypoint.sh: Docker ENTRYPOINT of the DeepStream YOLO11 image.
+#
+# usage: entrypoint.sh [APP_OPTION...]      build the TensorRT engine if needed, then exec the app
+#        entrypoint.sh COMMAND [ARG...]     exec COMMAND as is (no engine step), e.g. bash, echo hi
+#
+# Which commands get the engine step (see _ds_wants_engine):
+#   - no argument, or a first argument that starts with "-"   -> the app (main_low_latency.py)
+#   - main_low_latency.py [ARG...]                            -> the app
+#   - python3|python PATH/main_low_latency.py [ARG...]        -> the app
+#   - anything else (bash, sh, echo, python3 other.py ...)    -> exec as is, nothing is built,
+#     so `docker run -it IMAGE bash` is a quick debugging shell even on a cold volume.
+#   - -h/--help anywhere in the app's arguments               -> the app's help, nothing is built.
+# Rebuild explicitly with: docker exec CONTAINER python3 /app/auto_build_engine.py --force
+#
+# Environment (the CLI contract of auto_build_engine.py; it reads them itself):
+#   MODEL PT_PATH ONNX_PATH IMGSZ MIN_BATCH OPT_BATCH MAX_BATCH PRECISION WORKSPACE_MB
+#   ENGINE_DIR MODELS_DIR CONFIG_DIR GPU_ID NUM_SOURCES
+# and of this script:
+#   APP_DIR            where auto_build_engine.py and main_low_latency.py live (default: this dir)
+#   SKIP_ENGINE_BUILD  1|true|yes: start the app without the engine step
+#
+# Exit codes: the builder's (1 build failed, 3 environment missing, 130/143 interrupted) when the
+# engine step fails; 2 for an invalid variable, checked before anything runs; otherwise the exec'd
+# program's own.
+set -Eeuo pipefail
+
+# usage: ds_log MESSAGE...
+# Plain, greppable progress lines on stdout: docker logs C | grep '^entrypoint:'
+ds_log() {
+	printf 'entrypoint: %s\n' "$*"
+}
+
+# usage: ds_error MESSAGE...
+# One line on stderr; MESSAGE says what to do.
+ds_error() {
+	printf 'entrypoint: error: %s\n' "$*" >&2
+}
+
+# usage: _is_sourced
+# true when this file is sourced (tests, other scripts) rather than run: then nothing runs.
+_is_sourced() {
+	# https://unix.stackexchange.com/a/215279
+	[ "${#FUNCNAME[@]}" -ge 2 ] \
+		&& [ "${FUNCNAME[0]}" = '_is_sourced' ] \
+		&& [ "${FUNCNAME[1]}" = 'source' ]
+}
+
+# usage: docker_setup_env
+# APP_DIR (default: the directory of this script) and the DeepStream/CUDA environment.
+docker_setup_env() {
+	local script_dir
+	script_dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+	: "${APP_DIR:=$script_dir}"
+	export APP_DIR
+	if [ -r "$script_dir/setup_deepstream_env.sh" ]; then
+		# shellcheck source=setup_deepstream_env.sh
+		source "$script_dir/setup_deepstream_env.sh"
+	else
+		ds_log "warning: $script_dir/setup_deepstream_env.sh not found; DeepStream paths not set"
+	fi
+}
+
+# usage: _ds_is_int VALUE
+_ds_is_int() {
+	[[ "$1" =~ ^[0-9]+$ ]]
+}
+
+# usage: docker_verify_env
+# Cheap checks of the variables the builder reads, before anything is built: one line and
+# exit 2 on the first bad one. An empty variable counts as unset (the default applies), so
+# `-e PRECISION=` or a compose file with `${PRECISION:-}` behaves like no variable at all.
+# Values are only compared, never evaluated: spaces, quotes or $(...) stay plain data.
+docker_verify_env() {
+	local var value
+	for var in MODEL PT_PATH ONNX_PATH IMGSZ MIN_BATCH OPT_BATCH MAX_BATCH PRECISION WORKSPACE_MB \
+		ENGINE_DIR MODELS_DIR CONFIG_DIR GPU_ID NUM_SOURCES; do
+		if [ -n "${!var+x}" ] && [ -z "${!var}" ]; then
+			unset "$var"
+		fi
+	done
+
+	case "${PRECISION:-auto}" in
+		auto | fp16 | fp32) ;;
+		*)
+			ds_error "PRECISION='${PRECISION}' is not one of auto, fp16, fp32 (unset it for auto)"
+			exit 2
+			;;
+	esac
+	for var in IMGSZ MIN_BATCH OPT_BATCH MAX_BATCH WORKSPACE_MB GPU_ID NUM_SOURCES; do
+		value="${!var-}"
+		if [ -n "$value" ] && ! _ds_is_int "$value"; then
+			ds_error "$var='$value' is not a non-negative integer (e.g. $var=$(_ds_example "$var"), or unset it for the default)"
+			exit 2
+		fi
+	done
+}
+
+# usage: _ds_example VAR
+_ds_example() {
+	case "$1" in
+		IMGSZ) echo 1280 ;;
+		MIN_BATCH) echo 1 ;;
+		OPT_BATCH) echo 4 ;;
+		MAX_BATCH) echo 16 ;;
+		WORKSPACE_MB) echo 8192 ;;
+		GPU_ID) echo 0 ;;
+		*) echo 1 ;;
+	esac
+}
+
+# usage: docker_check_engine_dir
+# A warning (not an error: a valid engine can still be read) when the engine directory is not
+# writable, which is what a root-owned bind mount looks like to the non-root user of the image.
+docker_check_engine_dir() {
+	local dir="${ENGINE_DIR:-/app/engines/tensorrt}"
+	local parent="${dir%/*}"
+	local uid
+	uid="$(id -u)"
+	if { [ -d "$dir" ] && [ ! -w "$dir" ]; } || { [ ! -e "$dir" ] && [ -d "$parent" ] && [ ! -w "$parent" ]; }; then
+		printf 'entrypoint: warning: %s is not writable by uid %s; a build will fail (use a named volume, or chown the bind mount to uid %s)\n' \
+			"$dir" "$uid" "$uid" >&2
+	fi
+}
+
+# usage: _ds_skip_build
+_ds_skip_build() {
+	case "${SKIP_ENGINE_BUILD:-0}" in
+		1 | true | TRUE | True | yes | YES) return 0 ;;
+		*) return 1 ;;
+	esac
+}
+
+# usage: _ds_is_app PATH
+# true for main_low_latency.py, whatever directory it is given in
+_ds_is_app() {
+	[ "${1##*/}" = 'main_low_latency.py' ]
+}
+
+# usage: _ds_wants_engine "$@"
+# true when "$@" (after _main's rewriting) starts the app without asking for its help
+_ds_wants_engine() {
+	case "${1:-}" in
+		python | python3 | python3.*)
+			_ds_is_app "${2:-}" || return 1
+			shift 2
+			;;
+		*)
+			_ds_is_app "${1:-}" || return 1
+			shift
+			;;
+	esac
+	local arg
+	for arg; do
+		case "$arg" in
+			-h | --help) return 1 ;;
+			--) break ;;
+		esac
+	done
+	return 0
+}
+
+# usage: _ds_now_us
+# microseconds since the epoch (EPOCHREALTIME of bash 5; its decimal sign follows the locale)
+_ds_now_us() {
+	local t="${EPOCHREALTIME:-}"
+	if [ -n "$t" ]; then
+		printf '%s\n' "${t//[!0-9]/}"
+	else
+		printf '%s000000\n' "$(date +%s)"
+	fi
+}
+
+# usage: ds_run_builder
+# Runs the builder in ensure mode and returns its exit code. It runs in the background and is
+# waited for, so that a SIGTERM/SIGINT sent to this shell (docker stop; also when bash is PID 1
+# without tini) is passed on to the builder, which then stops cleanly (exit 143/130) instead of
+# being SIGKILLed when the stop timeout runs out. (A background job of a non-interactive shell
+# ignores SIGINT, so SIGTERM is sent for both.)
+ds_run_builder() {
+	local pid rc
+	python3 "$APP_DIR/auto_build_engine.py" &
+	pid=$!
+	# shellcheck disable=SC2064  # expand $pid now: the trap must name this builder
+	trap "kill -TERM $pid 2>/dev/null || true" TERM INT HUP
+	while :; do
+		rc=0
+		wait "$pid" || rc=$?
+		# wait returns >128 when a trapped signal interrupted it; go on while the builder lives
+		if [ "$rc" -gt 128 ] && kill -0 "$pid" 2> /dev/null; then
+			continue
+		fi
+		break
+	done
+	trap - TERM INT HUP
+	return "$rc"
+}
+
+# usage: ds_ensure_engine
+# The build-if-needed step: the builder decides (valid engine: reuse; else build under its
+# lock) and prints its own report (GPU, driver, CUDA, TensorRT, DeepStream, engine path,
+# "reused" or "built in N s"). On failure it has printed one line on stderr; this adds one
+# line and exits with the builder's code, so the app never starts without its engine.
+ds_ensure_engine() {
+	if [ ! -f "$APP_DIR/auto_build_engine.py" ]; then
+		ds_error "$APP_DIR/auto_build_engine.py not found (set APP_DIR to the directory that holds it)"
+		exit 2
+	fi
+	ds_log "engine: checking the TensorRT engine (a first start builds it, which can take minutes)"
+	local start end ms rc=0
+	start="$(_ds_now_us)"
+	ds_run_builder || rc=$?
+	end="$(_ds_now_us)"
+	ms=$(((end - start) / 1000))
+	if [ "$rc" -ne 0 ]; then
+		case "$rc" in
+			130 | 143) printf 'entrypoint: engine build interrupted (exit %s); the app is not started\n' "$rc" >&2 ;;
+			*) printf 'entrypoint: engine build failed (exit %s); the app is not started\n' "$rc" >&2 ;;
+		esac
+		exit "$rc"
+	fi
+	ds_log "$(printf 'engine: step took %d.%03d s' $((ms / 1000)) $((ms % 1000)))"
+}
+
+# usage: _ds_quote ARG...
+# ARGs as one shell-quoted line, for logs only
+_ds_quote() {
+	local out
+	printf -v out '%q ' "$@"
+	printf '%s\n' "${out% }"
+}
+
+_main() {
+	# nothing, an empty first argument (e.g. compose `command: ""`, dropped) or an option
+	# first: start the app with these options
+	if [ "$#" -gt 0 ] && [ -z "$1" ]; then
+		shift
+	fi
+	if [ "$#" -eq 0 ] || [ "${1:0:1}" = '-' ]; then
+		set -- python3 "$APP_DIR/main_low_latency.py" "$@"
+	elif [ "$1" = 'main_low_latency.py' ]; then
+		shift
+		set -- python3 "$APP_DIR/main_low_latency.py" "$@"
+	fi
+
+	if _ds_wants_engine "$@"; then
+		docker_verify_env
+		if _ds_skip_build; then
+			ds_log "engine: SKIP_ENGINE_BUILD=${SKIP_ENGINE_BUILD}: not checking the engine"
+		else
+			docker_check_engine_dir
+			ds_ensure_engine
+		fi
+		ds_log "starting: $(_ds_quote "$@")"
+	fi
+	exec "$@"
+}
+
+if ! _is_sourced; then
+	docker_setup_env
+	_main "$@"
+fi
