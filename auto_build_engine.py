@@ -907,6 +907,7 @@ class YOLOExporter:
                     model = DetectionModel(cfg, verbose=False)
                 except Exception as error:
                     raise ToolError(f"{source}: cannot build the model ({type(error).__name__}: {error})", EXIT_USAGE) from None
+            model.names = self._yaml_class_names(int(model.model[-1].nc))
         else:
             try:
                 model, _ = load_checkpoint(str(source))
@@ -968,6 +969,20 @@ class YOLOExporter:
         return names
 
     @staticmethod
+    def _yaml_class_names(nc: int) -> dict[int, str]:
+        """Random weights from a yaml: COCO names when nc is 80 (as for the official models), else classN."""
+        if nc == 80:
+            try:
+                from ultralytics.utils import ROOT, YAML
+
+                names = YAML.load(ROOT / "cfg" / "datasets" / "coco.yaml")["names"]
+                if len(names) == 80:
+                    return {int(k): str(v) for k, v in names.items()}
+            except Exception:
+                pass
+        return dict(enumerate(default_class_names(nc)))
+
+    @staticmethod
     def _class_names(model: Any) -> list[str]:
         names = getattr(model, "names", None)
         nc = int(model.model[-1].nc)
@@ -982,6 +997,7 @@ class YOLOExporter:
         """torch.onnx export (TorchScript exporter, opset 17) of a deep copy of `model` in our layout."""
         import copy
         import io
+        import warnings
 
         import torch
         from ultralytics.nn.modules.block import C2f
@@ -1021,7 +1037,10 @@ class YOLOExporter:
         wrapper = DeepStreamOutput(model).eval()
         dummy = torch.zeros(1, 3, imgsz, imgsz, device=self.device)
         buffer = io.BytesIO()
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # TorchScript-exporter deprecation and tracer notes about the head's shape cache: expected
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
             wrapper(dummy)  # dry run: builds anchors, catches shape errors with a readable trace
             torch.onnx.export(
                 wrapper, (dummy,), buffer,
