@@ -150,7 +150,7 @@ def test_cuda_toolkit_from_version_json(machine):
 
 def test_cuda_toolkit_from_nvcc_when_no_version_json(machine):
     (machine.bin / "nvcc").symlink_to(STUB_BIN / "nvcc")
-    machine.env["FAKE_NVCC_VERSION"] = "12.8"
+    machine.env["FAKE_NVCC_VERSION"] = "12.8.93"
     _, info = machine.info()
     assert info["cuda_toolkit_version"] == "12.8"
 
