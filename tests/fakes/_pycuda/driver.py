@@ -98,6 +98,10 @@ class Device:
         _context_stack.append(ctx)
         return ctx
 
+    def retain_primary_context(self):
+        """The device's primary context (the one the CUDA runtime and TensorRT use); not pushed."""
+        return Context(self)
+
     def __eq__(self, other):
         return isinstance(other, Device) and other._ordinal == self._ordinal
 
