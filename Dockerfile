@@ -49,6 +49,9 @@ RUN make -C /app/nvdsinfer_yolo
 COPY --chmod=0755 entrypoint.sh /app/entrypoint.sh
 COPY setup_deepstream_env.sh auto_build_engine.py main_low_latency.py /app/
 COPY configs/ /app/configs/
+# Bytecode for `python3 -m auto_build_engine` (entrypoint, healthcheck): the warm start then
+# skips compiling the script; the non-root user could not write /app/__pycache__ itself.
+RUN python3 -m compileall -q /app/auto_build_engine.py /app/main_low_latency.py
 
 # Non-root user "ds" (uid/gid 1000 by default). Nothing in DeepStream needs root at run time:
 # the nvidia runtime hands the GPU, NVDEC/NVENC device nodes to any user. The user owns only
@@ -95,7 +98,7 @@ USER ${DS_UID}:${DS_GID}
 # of the engine, not liveness of the pipeline. A container started with SKIP_ENGINE_BUILD=1 and
 # no engine stays unhealthy.
 HEALTHCHECK --start-period=30m --interval=60s --timeout=30s --retries=3 \
-	CMD ["/opt/venv/bin/python3", "/app/auto_build_engine.py", "--check"]
+	CMD ["/opt/venv/bin/python3", "-m", "auto_build_engine", "--check"]
 
 # SIGTERM (also Docker's default, stated here on purpose): the app turns SIGTERM into an EOS so
 # the pipeline flushes and closes its outputs; during a first build the entrypoint passes it on

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -138,6 +134,8 @@ def fsync_directory(directory: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """Write to a temp file in the same directory, fsync, then os.replace: never a torn file."""
+    import tempfile
+
     path = Path(path)
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -169,6 +167,8 @@ def _remove_quietly(path: Path) -> None:
 
 
 def sha256_of_file(path: Path, chunk: int = 1 << 20) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -176,8 +176,16 @@ def sha256_of_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def sha256_of_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
 def _run_quietly(argv: Sequence[str], timeout: float = 10.0) -> tuple[int, str]:
     """Run a probe command; (returncode, stdout). Missing binaries give (127, '')."""
+    import subprocess
+
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
@@ -326,7 +334,7 @@ def probe_gpus_smi() -> tuple[list[GpuInfo], str, str]:
     return gpus, driver, match.group(1) if match else ""
 
 
-def probe_cuda_toolkit() -> str:
+def probe_cuda_toolkit(run_nvcc: bool = True) -> str:
     """Toolkit CUDA from version.json (CUDA >= 11.1), else `nvcc --version`. Raises RuntimeError."""
     cuda_home = Path(os.environ.get("CUDA_HOME") or DEFAULT_CUDA_HOME)
     try:
@@ -334,6 +342,10 @@ def probe_cuda_toolkit() -> str:
         return str(data["cuda"]["version"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    if not run_nvcc:  # the warm path does not spend a process start on a line of the report
+        raise RuntimeError(f"{cuda_home}/version.json missing (nvcc not asked on the warm path)")
+    import shutil
+
     nvcc = shutil.which("nvcc") or str(cuda_home / "bin" / "nvcc")
     code, out = _run_quietly([nvcc, "--version"])
     match = re.search(r"release\s+([0-9.]+)", out)
@@ -354,8 +366,26 @@ def probe_deepstream() -> str:
     return match.group(1)
 
 
-_TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_cu13_bindings", "tensorrt_cu12_bindings", "tensorrt-bindings")
+_TRT_DIST_NAMES = {"tensorrt", "tensorrt_cu13", "tensorrt_cu12", "tensorrt_cu11", "tensorrt_cu13_bindings",
+                   "tensorrt_cu12_bindings", "tensorrt_bindings", "tensorrt_libs", "tensorrt_cu12_libs", "tensorrt_cu13_libs"}
 _LIBNVINFER_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/tensorrt/lib", "/usr/lib64")
+
+
+def _tensorrt_version_from_dist_dirs() -> str | None:
+    """Scan sys.path for `tensorrt-<ver>.dist-info` / `.egg-info` names: one listdir per entry.
+
+    importlib.metadata would answer too, but importing it costs more than the whole check.
+    """
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            match = re.fullmatch(r"([A-Za-z0-9_.-]+?)-(\d+(?:\.\d+)+)(?:[-.][^/]*)?\.(?:dist|egg)-info", name)
+            if match and match.group(1).lower().replace("-", "_").replace(".", "_") in _TRT_DIST_NAMES:
+                return match.group(2)
+    return None
 
 
 def probe_tensorrt_version_cheap() -> str:
@@ -363,13 +393,9 @@ def probe_tensorrt_version_cheap() -> str:
 
     The warm path uses this; importing tensorrt costs about a second and loads CUDA.
     """
-    from importlib import metadata
-
-    for dist in _TRT_DISTRIBUTIONS:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
+    version = _tensorrt_version_from_dist_dirs()
+    if version:
+        return version
     extra = os.environ.get("LD_LIBRARY_PATH", "").split(":")
     for directory in [d for d in extra if d] + list(_LIBNVINFER_DIRS):
         try:
@@ -402,14 +428,17 @@ class SystemInfo:
     missing: dict[str, str] = field(default_factory=dict)  # probe -> reason
 
     @classmethod
-    def detect(cls, import_tensorrt: bool = False) -> SystemInfo:
-        """Run every probe; each failure is recorded with its reason, never raised."""
+    def detect(cls, import_tensorrt: bool = False, warm: bool = False) -> SystemInfo:
+        """Run every probe; each failure is recorded with its reason, never raised.
+
+        `warm` skips what costs a process start (nvcc) or an import (tensorrt).
+        """
         info = cls()
         info._detect_gpus()
-        info.cuda_toolkit_version = info._soft("cuda_toolkit", probe_cuda_toolkit)
+        info.cuda_toolkit_version = info._soft("cuda_toolkit", lambda: probe_cuda_toolkit(run_nvcc=not warm))
         info.deepstream_version = info._soft("deepstream", probe_deepstream)
         info.tensorrt_version = info._soft("tensorrt", probe_tensorrt_version_cheap)
-        if import_tensorrt or info.tensorrt_version is None:
+        if import_tensorrt or (info.tensorrt_version is None and not warm):
             imported = info._soft("tensorrt_import", probe_tensorrt_version_import)
             if imported:
                 info.tensorrt_version = imported
@@ -886,6 +915,8 @@ class YOLOExporter:
         """sha256 of the weights file; for a yaml, of the resolved model dict (scale included)."""
         if _is_model_yaml(source):
             cfg = self._load_yaml_cfg(source)
+            import hashlib
+
             return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
         return sha256_of_file(source)
 
@@ -1775,6 +1806,8 @@ def install_engine(plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar) -> Non
     The old sidecar goes first: between the two renames an engine may sit there without a
     sidecar, which reads as "not valid" (rebuild), never as a wrong engine that looks valid.
     """
+    import tempfile
+
     engine_dir = plan.engine_dir
     fd, tmp_name = tempfile.mkstemp(dir=engine_dir, prefix=f".{plan.stem}.", suffix=".engine.tmp")
     tmp_path = Path(tmp_name)
@@ -2042,6 +2075,8 @@ class EngineBenchmark:
 
 def trtexec_compare(plan: EnginePlan, sidecar: Sidecar, results: list[BatchResult]) -> None:
     """The same batch sizes through trtexec, the reference a TensorRT user trusts."""
+    import shutil
+
     trtexec = shutil.which("trtexec")
     if trtexec is None:
         raise ToolError("--compare-trtexec: trtexec is not on PATH (it is /usr/bin/trtexec in the DeepStream triton image)", EXIT_ENVIRONMENT)
@@ -2277,6 +2312,11 @@ def target_gpu_and_trt(options: Options, system: SystemInfo) -> tuple[GpuInfo, s
     """The GPU and TensorRT this run builds for; a missing one is exit 3 (it wins over 1)."""
     gpu = system.gpu(options.gpu_id)
     if not system.tensorrt_version:
+        try:  # no metadata or libnvinfer file: an unusual install may still import
+            system.tensorrt_version = probe_tensorrt_version_import()
+        except RuntimeError:
+            pass
+    if not system.tensorrt_version:
         raise ToolError("TensorRT not found; run inside the DeepStream image or pip install tensorrt", EXIT_ENVIRONMENT)
     return gpu, system.tensorrt_version
 
@@ -2295,7 +2335,7 @@ def pin_cuda_device(gpu: GpuInfo) -> None:
 
 def run_check(options: Options) -> int:
     """Exit 0 when a valid engine and a matching config exist; 1 when a build is needed. Writes nothing."""
-    system = SystemInfo.detect()
+    system = SystemInfo.detect(warm=True)
     gpu, trt_version = target_gpu_and_trt(options, system)
     plan = plan_engine(options, gpu, trt_version)
     state = check_engine(plan, options)
@@ -2347,7 +2387,7 @@ def run_dry_run(options: Options) -> int:
 def run_ensure(options: Options) -> int:
     """Build only when no valid engine exists (or --force); then make the config match the engine."""
     started = time.monotonic()
-    system = SystemInfo.detect()
+    system = SystemInfo.detect(warm=True)
     gpu, trt_version = target_gpu_and_trt(options, system)
     plan = plan_engine(options, gpu, trt_version)
     state = check_engine(plan, options)
@@ -2392,7 +2432,7 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
             precision_built=result.precision_built,
             engine_file=plan.engine_path.name,
             engine_size=len(result.plan_bytes),
-            engine_sha256=hashlib.sha256(result.plan_bytes).hexdigest(),
+            engine_sha256=sha256_of_bytes(result.plan_bytes),
             onnx=FileStamp.of(Path(onnx_model.path)),
             source=FileStamp.of(given) if given is not None else None,
             class_names=list(onnx_model.class_names),

@@ -180,7 +180,10 @@ _ds_now_us() {
 # ignores SIGINT, so SIGTERM is sent for both.)
 ds_run_builder() {
 	local pid rc
-	python3 "$APP_DIR/auto_build_engine.py" &
+	# `-m` runs from the cached bytecode (compileall in the Dockerfile); a script path would be
+	# recompiled at every start, which alone costs more than the whole warm check; -P keeps the
+	# current directory off sys.path so only APP_DIR can provide the module
+	PYTHONPATH="$APP_DIR${PYTHONPATH:+:$PYTHONPATH}" python3 -P -m auto_build_engine &
 	pid=$!
 	# shellcheck disable=SC2064  # expand $pid now: the trap must name this builder
 	trap "kill -TERM $pid 2>/dev/null || true" TERM INT HUP

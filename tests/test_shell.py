@@ -420,7 +420,7 @@ def test_dockerfile_contract() -> None:
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/app/entrypoint.sh"]' in text
     assert "STOPSIGNAL SIGTERM" in text and "VOLUME /app/engines" in text
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility,video" in text
-    assert "--start-period=30m" in text and "auto_build_engine.py\", \"--check\"" in text
+    assert "--start-period=30m" in text and '"-m", "auto_build_engine", "--check"' in text
     users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
 
