@@ -341,3 +341,17 @@ def test_sigkill_at_random_moments_never_leaves_a_mismatched_pair(box):
         assert box.run("--check").returncode == 0
         for engine in box.engines():
             assert box.pair_is_consistent(engine)
+
+
+def test_lock_wait_times_out_with_exit_1_and_names_the_holder(box):
+    holder = box.start(FAKE_TRT_BUILD_SECONDS="30")
+    wait_for_line(holder, "[build]")
+    try:
+        done = box.run(BUILD_LOCK_TIMEOUT_S="0.5")
+    finally:
+        kill_group(holder, signal.SIGTERM)
+        holder.communicate(timeout=60)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: timed out after 0s waiting for") or last.startswith("error: timed out after 1s waiting for")
+    assert f"pid {holder.pid}" in last and "BUILD_LOCK_TIMEOUT_S" in last

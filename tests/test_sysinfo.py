@@ -179,3 +179,21 @@ def test_check_without_tensorrt_is_exit_3(machine):
     done = machine.nvml([GPU_RTX_4090]).run("--check")
     assert done.returncode == 3
     assert done.stderr.strip() == "error: TensorRT not found; run inside the DeepStream image or pip install tensorrt"
+
+
+def test_tensorrt_version_from_libnvinfer_file_name(machine):
+    libs = machine.tmp / "lib"
+    libs.mkdir()
+    (libs / "libnvinfer.so.10.9.0").write_text("")
+    (libs / "libnvinfer.so.10.9.0.34").write_text("")
+    machine.env["LD_LIBRARY_PATH"] = str(libs)
+    machine.nvml([GPU_RTX_4090])
+    done = machine.run("--check", "--engine-dir", str(machine.tmp / "e"), "--config-dir", str(machine.tmp / "c"))
+    assert done.returncode == 1  # TensorRT found (not 3), and no engine yet
+    assert "build needed" in done.stderr
+
+
+def test_tensorrt_version_from_a_cuda_suffixed_wheel(machine):
+    (machine.site / "tensorrt_cu12-10.9.0.34.dist-info").mkdir()
+    _, info = machine.info()
+    assert info["tensorrt_version"] == "10.9.0.34"
