@@ -860,13 +860,22 @@ class YOLOExporter:
         from ultralytics.utils.downloads import attempt_download_asset
 
         log(f"{weights.name} not found locally; downloading it into {weights.parent}")
+        # into a private folder first: an interrupted download never sits at the final path
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=weights.parent))
         try:
-            found = Path(attempt_download_asset(str(weights)))
-        except Exception as error:
-            raise ToolError(f"{weights.name} not found in {searched} and the download failed ({type(error).__name__}); put the file there, or check the name and the network", EXIT_USAGE) from None
-        if not found.is_file():
-            raise ToolError(f"{weights.name} not found in {searched} and not downloadable (offline, or not an official model name); put the file there or pass --pt/--onnx", EXIT_USAGE)
-        return found
+            try:
+                found = Path(attempt_download_asset(str(staging / weights.name)))
+            except Exception as error:
+                raise ToolError(f"{weights.name} not found in {searched} and the download failed ({type(error).__name__}); put the file there, or check the name and the network", EXIT_USAGE) from None
+            if not found.is_file():
+                raise ToolError(f"{weights.name} not found in {searched} and not downloadable (offline, or not an official model name); put the file there or pass --pt/--onnx", EXIT_USAGE)
+            if found.parent != staging:  # already in ultralytics' weights_dir: use it where it is
+                return found
+            os.replace(found, weights)
+            fsync_directory(weights.parent)
+            return weights
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     @staticmethod
     def _load_yaml_cfg(path: Path) -> dict[str, Any]:

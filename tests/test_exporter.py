@@ -363,6 +363,27 @@ def test_offline_download_names_file_and_paths(tmp_path, monkeypatch):
     assert str(tmp_path / "models") in message and "/app/models" in message
 
 
+def test_download_lands_in_models_dir(tmp_path, checkpoint_small, monkeypatch):
+    """A bare name that is nowhere is fetched by ultralytics into MODELS_DIR (never cwd), then exported."""
+    import ultralytics.utils.downloads as downloads
+
+    calls = []
+
+    def fake_download(file, *_args, **_kwargs):
+        calls.append(Path(file))
+        shutil.copy(checkpoint_small, file)
+        return str(file)
+
+    monkeypatch.setattr(downloads, "attempt_download_asset", fake_download)
+    monkeypatch.chdir(tmp_path)
+    result = abe.YOLOExporter(make_options(tmp_path, model="yolo11z", imgsz=320, opt_batch=2, max_batch=2)).resolve()
+    models = tmp_path / "models"
+    assert calls and calls[0].name == "yolo11z.pt" and calls[0].parent.parent == models
+    assert sorted(p.name for p in models.iterdir()) == ["yolo11z.pt", "yolo11z_320_ds.onnx"]
+    assert result.origin == "exported" and result.class_names == ["a", "b"]
+    assert not (tmp_path / "yolo11z.pt").exists()
+
+
 def test_read_only_models_dir(tmp_path, checkpoint_small):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
