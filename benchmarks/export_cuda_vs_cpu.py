@@ -11,8 +11,9 @@ the same boxes. Prints one JSON object; exit 0 when within tolerance, 1 when not
     python3 benchmarks/export_cuda_vs_cpu.py --cuda-device cpu    # dry run of the script without a GPU
 
 Needs torch, ultralytics, onnx, onnxslim, onnxruntime, numpy and Pillow or OpenCV; no torchvision.
-A model from a yaml gets fan-in scaled random weights (fixed seed): ultralytics' fresh init gives
-every class the same score and boxes that are just the anchors, which would compare nothing.
+A model from a yaml gets fan-in scaled random weights (fixed seed) with batch-norm statistics taken
+from the test images: ultralytics' fresh init gives every class the same score and boxes that are
+just the anchors, which would compare nothing.
 """
 from __future__ import annotations
 
@@ -29,25 +30,34 @@ sys.path.insert(0, str(ROOT))
 import auto_build_engine as abe  # noqa: E402
 
 
-def random_checkpoint(cfg: str, path: Path, seed: int) -> Path:
+def random_checkpoint(cfg: str, path: Path, seed: int, calibration) -> Path:
+    """Random weights whose detections depend on the image (see tests/export_helpers.py enliven)."""
     import torch
     import ultralytics
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(seed)
-    model = DetectionModel(cfg, verbose=False).eval()
+    model = DetectionModel(cfg, verbose=False)
     generator = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d):
             fan_in = module.weight[0].numel()
             module.weight.data = torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5
-            if module.bias is not None:
-                module.bias.data = torch.randn(module.bias.shape, generator=generator) * 0.5 - 1.0
+            if module.bias is not None:  # the head's output convs: damped so sigmoid does not saturate
+                module.weight.data *= 0.1
+                module.bias.data = torch.randn(module.bias.shape, generator=generator) * 0.5 - 2.0
         elif isinstance(module, torch.nn.BatchNorm2d):
             module.weight.data.fill_(1.0)
-            module.bias.data = torch.randn(module.bias.shape, generator=generator) * 0.1
-            module.running_mean.zero_()
-            module.running_var.fill_(1.0)
+            module.bias.data.zero_()
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():  # batch-norm statistics from real images
+        model(torch.from_numpy(calibration))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.03
+    model.eval()
     torch.save({"model": model.half(), "train_args": {}, "version": ultralytics.__version__}, path)
     return path
 
@@ -169,7 +179,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="export_cuda_vs_cpu_") as tmp:
         tmp_path = Path(tmp)
-        pt = args.pt or random_checkpoint(args.cfg, tmp_path / f"{Path(args.cfg).stem}.pt", args.seed)
+        pt = args.pt or random_checkpoint(args.cfg, tmp_path / f"{Path(args.cfg).stem}.pt", args.seed, batch)
         report["model"] = str(args.pt) if args.pt else f"{args.cfg} random weights, seed {args.seed}"
         cuda_onnx, cuda_s = export(pt, args.imgsz, args.cuda_device, tmp_path / "cuda")
         cpu_onnx, cpu_s = export(pt, args.imgsz, "cpu", tmp_path / "cpu")

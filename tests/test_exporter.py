@@ -135,11 +135,11 @@ def assert_same_detections(onnx_rows: np.ndarray, ref_rows: np.ndarray, class_sc
     assert gap > 10 * np.abs(onnx_rows[..., 4] - ref_rows[..., 4]).max()
     ours, theirs = nms_boxes(onnx_rows, threshold), nms_boxes(ref_rows, threshold)
     total = 0
-    for a, b in zip(ours, theirs):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(a[:, :4], b[:, :4], atol=0.01)
-        np.testing.assert_allclose(a[:, 4], b[:, 4], atol=1e-4)
-        np.testing.assert_array_equal(a[:, 5], b[:, 5])
+    for image, (a, b) in enumerate(zip(ours, theirs)):
+        np.testing.assert_array_equal(a, b)  # the same anchors survive
+        np.testing.assert_allclose(onnx_rows[image, a, :4], ref_rows[image, b, :4], atol=0.01)
+        np.testing.assert_allclose(onnx_rows[image, a, 4], ref_rows[image, b, 4], atol=1e-4)
+        np.testing.assert_array_equal(onnx_rows[image, a, 5], ref_rows[image, b, 5])
         total += len(a)
     assert total > 0, "the threshold kept no boxes: the comparison would be empty"
     return total
