@@ -158,6 +158,14 @@ def test_onnx_matches_pytorch_320(export_320, checkpoint):
     assert_same_detections(run_onnx(export_320.path, images), ref_rows, class_scores)
 
 
+@pytest.mark.slow
+def test_validation_skips_batches_that_do_not_fit_in_memory(export_320, work, monkeypatch, capsys):
+    monkeypatch.setattr(abe, "_available_memory_bytes", lambda: 1)
+    abe.YOLOExporter(make_options(work, imgsz=320)).validate(export_320.path)
+    err = capsys.readouterr().err
+    assert "batch 4 skipped" in err and "batches 1 " in err
+
+
 # -- reuse --------------------------------------------------------------------------------------
 
 @pytest.mark.slow
