@@ -966,7 +966,7 @@ class YOLOExporter:
 
     def export(self, source: Path, target: Path, model_name: str, source_sha256: str) -> list[str]:
         """Export `source` (.pt or model yaml) to `target` in the DeepStream layout; returns class names."""
-        torch = _import_torch_stack()
+        _import_torch_stack()
         onnx, _ = _import_onnx_stack()
         try:
             import onnxslim

@@ -76,7 +76,8 @@ def main() -> int:
         tmp_path = Path(tmp)
         pt = make_checkpoint(args.cfg, tmp_path)
         # warm-up, untimed: first torch.onnx / onnxslim use pays imports and lazy init for whoever is first
-        warm = make_checkpoint("yolo11n.yaml", tmp_path / "warm" if (tmp_path / "warm").mkdir() is None else tmp_path)
+        (tmp_path / "warm").mkdir()
+        warm = make_checkpoint("yolo11n.yaml", tmp_path / "warm")
         for label, func in (("ours", time_ours), ("ultralytics", time_ultralytics)):
             (tmp_path / f"warm-{label}").mkdir()
             func(warm, 320, tmp_path / f"warm-{label}")
