@@ -802,6 +802,32 @@ def _rename_value(graph: Any, old: str, new: str) -> None:
                 info.name = new
 
 
+def _available_memory_bytes() -> int | None:
+    """MemAvailable, lowered to the cgroup (container) limit's headroom where there is one."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            headroom = int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = headroom if available is None else min(available, headroom)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def _rss_bytes() -> int:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class YOLOExporter:
     """Find the ONNX, or export it from YOLO weights, in the DeepStream layout; validate it.
 
@@ -889,13 +915,22 @@ class YOLOExporter:
         from ultralytics.utils.downloads import attempt_download_asset
 
         log(f"{weights.name} not found locally; downloading it into {weights.parent}")
+        # into a private folder first: an interrupted download never sits at the final path
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=weights.parent))
         try:
-            found = Path(attempt_download_asset(str(weights)))
-        except Exception as error:
-            raise ToolError(f"{weights.name} not found in {searched} and the download failed ({type(error).__name__}); put the file there, or check the name and the network", EXIT_USAGE) from None
-        if not found.is_file():
-            raise ToolError(f"{weights.name} not found in {searched} and not downloadable (offline, or not an official model name); put the file there or pass --pt/--onnx", EXIT_USAGE)
-        return found
+            try:
+                found = Path(attempt_download_asset(str(staging / weights.name)))
+            except Exception as error:
+                raise ToolError(f"{weights.name} not found in {searched} and the download failed ({type(error).__name__}); put the file there, or check the name and the network", EXIT_USAGE) from None
+            if not found.is_file():
+                raise ToolError(f"{weights.name} not found in {searched} and not downloadable (offline, or not an official model name); put the file there or pass --pt/--onnx", EXIT_USAGE)
+            if found.parent != staging:  # already in ultralytics' weights_dir: use it where it is
+                return found
+            os.replace(found, weights)
+            fsync_directory(weights.parent)
+            return weights
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     @staticmethod
     def _load_yaml_cfg(path: Path) -> dict[str, Any]:
@@ -962,7 +997,7 @@ class YOLOExporter:
 
     def export(self, source: Path, target: Path, model_name: str, source_sha256: str) -> list[str]:
         """Export `source` (.pt or model yaml) to `target` in the DeepStream layout; returns class names."""
-        torch = _import_torch_stack()
+        _import_torch_stack()
         onnx, _ = _import_onnx_stack()
         try:
             import onnxslim
@@ -1204,7 +1239,13 @@ class YOLOExporter:
             raise ToolError(f"{path}: onnxruntime cannot load it ({type(error).__name__}); export it again", EXIT_USAGE) from None
         rng = np.random.default_rng(0)
         anchors = out_dims[1] if not _is_dynamic(out_dims[1]) else None
+        baseline, per_image, checked = _rss_bytes(), 0, []
         for done, batch in enumerate(batches):
+            available = _available_memory_bytes()
+            if checked and per_image and available is not None and per_image * batch > 0.8 * available:
+                # yolo11x at 1280 needs about 1 GB of host RAM per image on onnxruntime CPU
+                notice(f"onnxruntime check at batch {batch} skipped: it needs about {per_image * batch >> 20} MiB, {available >> 20} MiB available (TensorRT still builds the profile up to --max-batch {options.max_batch})")
+                break
             bar.update(f"onnxruntime batch {batch}", done, len(batches))
             images = rng.random((batch, 3, imgsz, imgsz), dtype=np.float32)
             try:
@@ -1216,7 +1257,10 @@ class YOLOExporter:
                 raise ToolError(f"{path}: onnxruntime output at batch {batch} is {list(output.shape)} {output.dtype}, expected [{batch},{anchors},6] float32", EXIT_USAGE)
             if not np.isfinite(output).all():
                 raise ToolError(f"{path}: onnxruntime output at batch {batch} has NaN/Inf; export it again", EXIT_USAGE)
-        bar.finish(f"valid: [B,3,{imgsz},{imgsz}] -> [B,{anchors},6], onnxruntime batches {','.join(map(str, batches))}")
+            checked.append(batch)
+            # onnxruntime's arena keeps what the run needed, so resident growth approximates its peak
+            per_image = max(per_image, (_rss_bytes() - baseline) // batch)
+        bar.finish(f"valid: [B,3,{imgsz},{imgsz}] -> [B,{anchors},6], onnxruntime batches {','.join(map(str, checked))}")
 
 
 # --------------------------------------------------------------------------------------------

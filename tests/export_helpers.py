@@ -28,11 +28,13 @@ def save_checkpoint(model: Any, path: Path) -> Path:
 
 
 def enliven(model: Any, seed: int = 0) -> Any:
-    """Re-draw conv and batch-norm parameters so the random model's outputs depend on the image.
+    """Re-draw the weights so the random model's detections depend on the image.
 
-    ultralytics' fresh init gives every class the same score (about 1e-4) and boxes that are just the
-    anchors: a comparison of two runtimes on that would prove little. Fan-in scaled normal weights give
-    scores spread over 0.05..0.6 and image-dependent boxes.
+    ultralytics' fresh init gives every class the same score (about 1e-4) and boxes that are just
+    the anchors: comparing two runtimes on that would prove little. Here: fan-in scaled normal conv
+    weights, the head's last convs damped so sigmoid does not saturate, and batch-norm statistics
+    measured on real letterboxed images (train-mode pass), so every layer sees normalised input.
+    Scores then spread over about 0.2..1 and the best anchors differ from image to image.
     """
     import torch
 
@@ -41,14 +43,21 @@ def enliven(model: Any, seed: int = 0) -> Any:
         if isinstance(module, torch.nn.Conv2d):
             fan_in = module.weight[0].numel()
             module.weight.data = torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5
-            if module.bias is not None:
-                module.bias.data = torch.randn(module.bias.shape, generator=generator) * 0.5 - 1.0
+            if module.bias is not None:  # the head's output convs
+                module.weight.data *= 0.1
+                module.bias.data = torch.randn(module.bias.shape, generator=generator) * 0.5 - 2.0
         elif isinstance(module, torch.nn.BatchNorm2d):
             module.weight.data.fill_(1.0)
-            module.bias.data = torch.randn(module.bias.shape, generator=generator) * 0.1
-            module.running_mean.zero_()
-            module.running_var.fill_(1.0)
-    return model
+            module.bias.data.zero_()
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration pass
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(image_batch(640, batch=4, seed=seed + 100)))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.03
+    return model.eval()
 
 
 def random_checkpoint(path: Path, cfg: str = "yolo11n.yaml", nc: int | None = None, names: list[str] | None = None, seed: int = 0) -> Path:
@@ -81,13 +90,21 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def image_batch(size: int, batch: int = 4, seed: int = 0) -> np.ndarray:
-    """bus.jpg and zidane.jpg letterboxed, then random images to fill the batch."""
+    """bus.jpg and zidane.jpg letterboxed, then random variants of them (flip, crop, brightness)."""
     import cv2
 
-    images = [letterbox(cv2.imread(str(ultralytics_asset(name))), size) for name in ("bus.jpg", "zidane.jpg")]
+    sources = [cv2.imread(str(ultralytics_asset(name))) for name in ("bus.jpg", "zidane.jpg")]
+    images = [letterbox(image, size) for image in sources]
     rng = np.random.default_rng(seed)
     while len(images) < batch:
-        images.append(rng.random((3, size, size), dtype=np.float32))
+        image = sources[len(images) % 2]
+        height, width = image.shape[:2]
+        top, left = int(rng.integers(0, height // 3)), int(rng.integers(0, width // 3))
+        crop = image[top:top + int(height * rng.uniform(0.5, 0.67)), left:left + int(width * rng.uniform(0.5, 0.67))]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        scaled = np.clip(crop.astype(np.float32) * rng.uniform(0.7, 1.3), 0, 255).astype(np.uint8)
+        images.append(letterbox(np.ascontiguousarray(scaled), size))
     return np.stack(images[:batch])
 
 
@@ -99,7 +116,7 @@ def torch_reference(pt_path: Path, images: np.ndarray) -> tuple[np.ndarray, np.n
     import torch
     from ultralytics.nn.tasks import load_checkpoint
 
-    model, _ = load_checkpoint(str(pt_path))
+    model, _ = load_checkpoint(str(pt_path), fuse=True)  # as ultralytics predicts (AutoBackend fuses)
     with torch.no_grad():
         raw = model(torch.from_numpy(images))
     raw = raw[0] if isinstance(raw, (tuple, list)) else raw
@@ -130,17 +147,17 @@ def threshold_in_gap(scores: np.ndarray, low_rank: int = 10, high_rank: int = 30
 
 
 def nms_boxes(rows: np.ndarray, threshold: float, iou: float = 0.45) -> list[np.ndarray]:
-    """Per image: [K,6] rows kept by per-class NMS above `threshold`, sorted by score."""
+    """Per image: anchor indices kept by per-class NMS above `threshold`, ascending."""
     import torch
     import torchvision
 
     kept = []
     for image_rows in rows:
         t = torch.from_numpy(np.asarray(image_rows, dtype=np.float32))
-        t = t[t[:, 4] > threshold]
-        keep = torchvision.ops.batched_nms(t[:, :4], t[:, 4], t[:, 5].long(), iou)
-        selected = t[keep].numpy()
-        kept.append(selected[np.argsort(-selected[:, 4], kind="stable")])
+        candidates = torch.nonzero(t[:, 4] > threshold).flatten()
+        c = t[candidates]
+        keep = torchvision.ops.batched_nms(c[:, :4], c[:, 4], c[:, 5].long(), iou)
+        kept.append(np.sort(candidates[keep].numpy()))
     return kept
 
 

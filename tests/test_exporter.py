@@ -135,11 +135,11 @@ def assert_same_detections(onnx_rows: np.ndarray, ref_rows: np.ndarray, class_sc
     assert gap > 10 * np.abs(onnx_rows[..., 4] - ref_rows[..., 4]).max()
     ours, theirs = nms_boxes(onnx_rows, threshold), nms_boxes(ref_rows, threshold)
     total = 0
-    for a, b in zip(ours, theirs):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(a[:, :4], b[:, :4], atol=0.01)
-        np.testing.assert_allclose(a[:, 4], b[:, 4], atol=1e-4)
-        np.testing.assert_array_equal(a[:, 5], b[:, 5])
+    for image, (a, b) in enumerate(zip(ours, theirs)):
+        np.testing.assert_array_equal(a, b)  # the same anchors survive
+        np.testing.assert_allclose(onnx_rows[image, a, :4], ref_rows[image, b, :4], atol=0.01)
+        np.testing.assert_allclose(onnx_rows[image, a, 4], ref_rows[image, b, 4], atol=1e-4)
+        np.testing.assert_array_equal(onnx_rows[image, a, 5], ref_rows[image, b, 5])
         total += len(a)
     assert total > 0, "the threshold kept no boxes: the comparison would be empty"
     return total
@@ -156,6 +156,14 @@ def test_onnx_matches_pytorch_320(export_320, checkpoint):
     images = image_batch(320, batch=3, seed=1)
     ref_rows, class_scores = torch_reference(checkpoint, images)
     assert_same_detections(run_onnx(export_320.path, images), ref_rows, class_scores)
+
+
+@pytest.mark.slow
+def test_validation_skips_batches_that_do_not_fit_in_memory(export_320, work, monkeypatch, capsys):
+    monkeypatch.setattr(abe, "_available_memory_bytes", lambda: 1)
+    abe.YOLOExporter(make_options(work, imgsz=320)).validate(export_320.path)
+    err = capsys.readouterr().err
+    assert "batch 4 skipped" in err and "batches 1 " in err
 
 
 # -- reuse --------------------------------------------------------------------------------------
@@ -361,6 +369,27 @@ def test_offline_download_names_file_and_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     message = expect_tool_error(make_options(tmp_path, model="yolo11q"), match="yolo11q.pt")
     assert str(tmp_path / "models") in message and "/app/models" in message
+
+
+def test_download_lands_in_models_dir(tmp_path, checkpoint_small, monkeypatch):
+    """A bare name that is nowhere is fetched by ultralytics into MODELS_DIR (never cwd), then exported."""
+    import ultralytics.utils.downloads as downloads
+
+    calls = []
+
+    def fake_download(file, *_args, **_kwargs):
+        calls.append(Path(file))
+        shutil.copy(checkpoint_small, file)
+        return str(file)
+
+    monkeypatch.setattr(downloads, "attempt_download_asset", fake_download)
+    monkeypatch.chdir(tmp_path)
+    result = abe.YOLOExporter(make_options(tmp_path, model="yolo11z", imgsz=320, opt_batch=2, max_batch=2)).resolve()
+    models = tmp_path / "models"
+    assert calls and calls[0].name == "yolo11z.pt" and calls[0].parent.parent == models
+    assert sorted(p.name for p in models.iterdir()) == ["yolo11z.pt", "yolo11z_320_ds.onnx"]
+    assert result.origin == "exported" and result.class_names == ["a", "b"]
+    assert not (tmp_path / "yolo11z.pt").exists()
 
 
 def test_read_only_models_dir(tmp_path, checkpoint_small):
