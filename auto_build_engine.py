@@ -909,6 +909,9 @@ class YOLOExporter:
 
     def _download(self, weights: Path) -> Path:
         """Download an official asset by name into MODELS_DIR (ultralytics shows its own progress)."""
+        import shutil
+        import tempfile
+
         searched = _searched(model_search_dirs(self.options))
         _ensure_writable_dir(weights.parent, "MODELS_DIR")
         _import_torch_stack()
