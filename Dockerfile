@@ -71,7 +71,10 @@ RUN if ! getent group "$DS_GID" > /dev/null; then groupadd --gid "$DS_GID" ds; f
 
 # compute: CUDA/TensorRT; utility: nvidia-smi and NVML (the builder's GPU report);
 # video: NVDEC/NVENC for nvv4l2decoder/nvv4l2h264enc. Set explicitly, not left to the runtime.
+# CUDA_DEVICE_ORDER=PCI_BUS_ID: CUDA numbers GPUs like nvidia-smi/NVML, so GPU_ID means the same
+# GPU to the builder and to nvinfer's gpu-id.
 ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility,video \
+	CUDA_DEVICE_ORDER=PCI_BUS_ID \
 	APP_DIR=/app \
 	MODEL=yolo11x \
 	IMGSZ=1280 \

@@ -226,6 +226,35 @@ ds_ensure_engine() {
 	ds_log "$(printf 'engine: step took %d.%03d s' $((ms / 1000)) $((ms % 1000)))"
 }
 
+# usage: ds_default_num_sources APP_ARG...
+# nvinfer's batch-size must cover every camera: when NUM_SOURCES is not set, count the app's
+# sources (SOURCES, comma-separated, or its --source options) so the config fits them.
+#    ie: SOURCES=rtsp://a,rtsp://b -> NUM_SOURCES=2
+ds_default_num_sources() {
+	if [ -n "${NUM_SOURCES:-}" ]; then
+		return 0
+	fi
+	local count=0 arg entry
+	local -a entries
+	for arg in "$@"; do
+		case "$arg" in
+			--source | --source=*) count=$((count + 1)) ;;
+		esac
+	done
+	if [ "$count" -eq 0 ] && [ -n "${SOURCES:-}" ]; then
+		IFS=',' read -r -a entries <<< "$SOURCES"
+		for entry in "${entries[@]}"; do
+			if [ -n "${entry// /}" ]; then
+				count=$((count + 1))
+			fi
+		done
+	fi
+	if [ "$count" -gt 1 ]; then
+		export NUM_SOURCES="$count"
+		ds_log "engine: NUM_SOURCES=$count (one batch slot per source)"
+	fi
+}
+
 # usage: _ds_quote ARG...
 # ARGs as one shell-quoted line, for logs only
 _ds_quote() {
@@ -248,6 +277,7 @@ _main() {
 	fi
 
 	if _ds_wants_engine "$@"; then
+		ds_default_num_sources "$@"
 		docker_verify_env
 		if _ds_skip_build; then
 			ds_log "engine: SKIP_ENGINE_BUILD=${SKIP_ENGINE_BUILD}: not checking the engine"

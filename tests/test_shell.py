@@ -114,6 +114,18 @@ def test_warm_start_reuses_without_building(sb: Sandbox) -> None:
     assert app is not None and app["argv"] == []
 
 
+@pytest.mark.parametrize("args,env,expected", [
+    ((), {"SOURCES": "rtsp://a/1,rtsp://b/2, rtsp://c/3"}, "3"),
+    (("--source", "rtsp://a/1", "--source=rtsp://b/2"), {}, "2"),
+    ((), {"SOURCES": "rtsp://a/1,rtsp://b/2", "NUM_SOURCES": "8"}, "8"),
+    ((), {"SOURCES": "rtsp://a/1"}, None),
+])
+def test_num_sources_follows_the_sources_when_unset(sb: Sandbox, args, env, expected) -> None:
+    res = sb.run_entrypoint(*args, **env)
+    assert res.returncode == 0, res.stderr
+    assert sb.builder_calls()[0]["env"]["NUM_SOURCES"] == expected
+
+
 def test_second_start_on_the_same_volume_reuses(sb: Sandbox) -> None:
     first = sb.run_entrypoint()
     second = sb.run_entrypoint()
