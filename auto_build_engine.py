@@ -1300,6 +1300,8 @@ def resolve_precision(request: str, gpu: GpuInfo | None, tensorrt_version: str |
         if request == "fp16":
             return "fp16", f"asked for FP16 (note: compute capability {gpu.compute_capability} is slow at FP16)"
         return "fp32", f"compute capability {gpu.compute_capability} has no fast FP16"
+    if gpu is None and request == "auto":
+        return "fp16", "auto: FP16 if the GPU is fast at it; no GPU here to decide"
     if tensorrt_version and trt_major(tensorrt_version) >= 11 and not modelopt_available():
         return "fp32", "TensorRT 11 builds FP16 only from an AutoCast ONNX and nvidia-modelopt[onnx] is not installed"
     return "fp16", "asked for FP16" if request == "fp16" else "GPU is fast at FP16"
