@@ -62,8 +62,9 @@ class EngineMachine:
         self.models_dir = tmp / "models"
         self.access_log = tmp / "trt-access.log"
         self.onnx = write_tiny_onnx(self._mkdir(tmp / "onnx") / "tiny.onnx")
+        # PATH holds only stubs: a GPU machine's own nvidia-smi/nvcc/trtexec stay out of these tests
         self.env = {
-            "PATH": "/usr/bin:/bin", "HOME": str(tmp), "PYTHONPATH": str(self.site), "PYTHONUNBUFFERED": "1",
+            "PATH": str(self._mkdir(tmp / "bin")), "HOME": str(tmp), "PYTHONPATH": str(self.site), "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",  # fakes are rewritten in place within one second
             "CUDA_HOME": str(tmp / "no-cuda"), "DEEPSTREAM_ROOT": str(tmp / "no-ds"), "LD_LIBRARY_PATH": "",
             "FAKE_TRT_ACCESS_LOG": str(self.access_log), "FAKE_TRT_BUILD_SECONDS": "0",

@@ -75,7 +75,6 @@ def test_benchmark_default_batches_stay_inside_the_profile(box):
 def test_benchmark_compares_with_trtexec_when_it_is_on_path(box):
     assert box.run().returncode == 0
     stub = box.tmp / "bin"
-    stub.mkdir()
     (stub / "trtexec").write_text("#!/bin/sh\necho '[I] Throughput: 100.5 qps'\n"
                                   "echo '[I] Latency: min = 1.0 ms, max = 3.0 ms, mean = 2.0 ms, median = 1.5 ms, percentile(99%) = 2.9 ms'\n")
     (stub / "trtexec").chmod(0o755)

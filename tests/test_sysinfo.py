@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,12 @@ class Machine:
         self.site.mkdir()
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
+        # the stubs' interpreters, and nothing else of this machine's PATH
+        (self.bin / "python3").symlink_to(sys.executable)
+        (self.bin / "bash").symlink_to(shutil.which("bash"))
+        # PATH holds only stubs: a GPU machine's own nvidia-smi/nvcc must stay out of these tests
         self.env = {"PYTHONPATH": str(self.site), "HOME": str(tmp_path), "LD_LIBRARY_PATH": "",
-                    "PATH": f"{self.bin}:/usr/bin:/bin", "CUDA_HOME": str(tmp_path / "no-cuda"),
+                    "PATH": str(self.bin), "CUDA_HOME": str(tmp_path / "no-cuda"),
                     "DEEPSTREAM_ROOT": str(tmp_path / "no-deepstream")}
         self.no_nvml()
 
