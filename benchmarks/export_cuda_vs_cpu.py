@@ -25,39 +25,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import auto_build_engine as abe  # noqa: E402
 
 
 def random_checkpoint(cfg: str, path: Path, seed: int, calibration) -> Path:
-    """Random weights whose detections depend on the image (see tests/export_helpers.py enliven)."""
+    """Random weights whose detections depend on the image (tests/export_helpers.py: enliven)."""
     import torch
     import ultralytics
     from ultralytics.nn.tasks import DetectionModel
 
+    from export_helpers import enliven
+
     torch.manual_seed(seed)
-    model = DetectionModel(cfg, verbose=False)
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            fan_in = module.weight[0].numel()
-            module.weight.data = torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5
-            if module.bias is not None:  # the head's output convs: damped so sigmoid does not saturate
-                module.weight.data *= 0.1
-                module.bias.data = torch.randn(module.bias.shape, generator=generator) * 0.5 - 2.0
-        elif isinstance(module, torch.nn.BatchNorm2d):
-            module.weight.data.fill_(1.0)
-            module.bias.data.zero_()
-            module.reset_running_stats()
-            module.momentum = None
-    model.train()
-    with torch.no_grad():  # batch-norm statistics from real images
-        model(torch.from_numpy(calibration))
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = 0.03
-    model.eval()
+    model = enliven(DetectionModel(cfg, verbose=False), seed, calibration)
     torch.save({"model": model.half(), "train_args": {}, "version": ultralytics.__version__}, path)
     return path
 

@@ -27,7 +27,7 @@ def save_checkpoint(model: Any, path: Path) -> Path:
     return path
 
 
-def enliven(model: Any, seed: int = 0) -> Any:
+def enliven(model: Any, seed: int = 0, calibration: np.ndarray | None = None) -> Any:
     """Re-draw the weights so the random model's detections depend on the image.
 
     ultralytics' fresh init gives every class the same score (about 1e-4) and boxes that are just
@@ -52,8 +52,10 @@ def enliven(model: Any, seed: int = 0) -> Any:
             module.reset_running_stats()
             module.momentum = None  # cumulative average over the calibration pass
     model.train()
+    if calibration is None:
+        calibration = image_batch(640, batch=4, seed=seed + 100)
     with torch.no_grad():
-        model(torch.from_numpy(image_batch(640, batch=4, seed=seed + 100)))
+        model(torch.from_numpy(calibration))
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = 0.03

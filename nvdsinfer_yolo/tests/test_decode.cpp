@@ -7,15 +7,7 @@
 
 #include "../yolo_decode.hpp"
 
-static int g_failures = 0;
-
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            ++g_failures;                                                      \
-        }                                                                      \
-    } while (0)
+#include "check.hpp"
 
 #define CHECK_NEAR(a, b) CHECK(std::fabs((a) - (b)) < 1e-4f)
 
@@ -175,8 +167,8 @@ int main() {
     testBatchFramesAreSeparate();
     testLargeN();
     testEmptyInput();
-    if (g_failures) {
-        std::fprintf(stderr, "test_decode: %d check(s) failed\n", g_failures);
+    if (check_failures()) {
+        std::fprintf(stderr, "test_decode: %d check(s) failed\n", check_failures());
         return 1;
     }
     std::printf("test_decode: all checks passed\n");

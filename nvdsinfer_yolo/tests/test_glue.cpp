@@ -10,15 +10,7 @@ extern "C" bool NvDsInferParseYolo(std::vector<NvDsInferLayerInfo> const& output
                                    NvDsInferParseDetectionParams const& detectionParams,
                                    std::vector<NvDsInferParseObjectInfo>& objectList);
 
-static int g_failures = 0;
-
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            ++g_failures;                                                      \
-        }                                                                      \
-    } while (0)
+#include "check.hpp"
 
 // Two kept rows (classes 0 and 2) and one below threshold.
 static std::vector<float> g_rows = {
@@ -85,8 +77,8 @@ int main() {
     testPicksLayerNamedOutput();
     testFallsBackToLayerZero();
     testRejectsWrongLayouts();
-    if (g_failures) {
-        std::fprintf(stderr, "test_glue: %d check(s) failed\n", g_failures);
+    if (check_failures()) {
+        std::fprintf(stderr, "test_glue: %d check(s) failed\n", check_failures());
         return 1;
     }
     std::printf("test_glue: all checks passed\n");
