@@ -1705,15 +1705,20 @@ class EngineBuilder:
         shapes = [(batch, 3, size, size) for batch in (self.plan.key.min_batch, self.plan.key.opt_batch, self.plan.key.max_batch)]
         profile.set_shape(input_name, *shapes)
         config.add_optimization_profile(profile)
-        cache = config.create_timing_cache(timing_cache or b"")
-        if not config.set_timing_cache(cache, False):
-            notice("the saved timing cache does not fit this GPU/TensorRT; starting a new one")
-            config.set_timing_cache(config.create_timing_cache(b""), False)
+        self._use_timing_cache(config, timing_cache)
         plan_bytes = self._run_build(trt, builder, network, config, logger)
+        # the builder adds its new timings to the cache we set: that is the merge
         new_cache = config.get_timing_cache()
-        if timing_cache:
-            new_cache.combine(config.create_timing_cache(timing_cache), True)
         return BuildResult(plan_bytes, precision, getattr(config, "builder_optimization_level", None), bytes(new_cache.serialize()))
+
+    @staticmethod
+    def _use_timing_cache(config: Any, saved: bytes | None) -> None:
+        """Start from the saved cache of this GPU/TensorRT; a cache that does not fit starts anew."""
+        cache = config.create_timing_cache(saved) if saved else None
+        if cache is None or not config.set_timing_cache(cache, False):
+            if saved:
+                notice("the saved timing cache does not fit this GPU/TensorRT; starting a new one")
+            config.set_timing_cache(config.create_timing_cache(b""), False)
 
     def _network_flags(self, trt: Any) -> int:
         flags = 0

@@ -355,3 +355,14 @@ def test_lock_wait_times_out_with_exit_1_and_names_the_holder(box):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: timed out after 0s waiting for") or last.startswith("error: timed out after 1s waiting for")
     assert f"pid {holder.pid}" in last and "BUILD_LOCK_TIMEOUT_S" in last
+
+
+def test_a_timing_cache_from_another_tensorrt_is_replaced_with_a_notice(box):
+    assert built(box.run())
+    (cache,) = box.engine_dir.glob("timing-*.cache")
+    box.use_tensorrt("8.6.1")
+    other = box.engine_dir / "timing-sm89-trt8.6.1.cache"
+    other.write_bytes(cache.read_bytes())  # a 10.9 cache under the 8.6 name
+    done = box.run()
+    assert built(done)
+    assert "timing cache does not fit" in done.stderr
