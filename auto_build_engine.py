@@ -2448,17 +2448,18 @@ def run_ensure(options: Options) -> int:
     if state.valid and state.sidecar is not None and not options.force:
         return finish_ensure(options, system, plan, state.sidecar, "reused", started)
     log(f"engine {plan.stem}: {'forced rebuild' if options.force else state.reason}")
-    pin_cuda_device(gpu)
-    onnx_model = YOLOExporter(options).resolve()
     try:
         plan.engine_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ToolError(f"cannot create ENGINE_DIR {plan.engine_dir} ({error.strerror}); mount a writable volume there") from None
+    # the export runs under the lock too: containers starting together export once, not N times
     with BuildLock(plan.engine_dir):
         state = check_engine(plan, options)  # another process may have built it while we waited
         if state.valid and state.sidecar is not None and not options.force:
             return finish_ensure(options, system, plan, state.sidecar, "reused (built by another process)", started)
         remove_stale_temp_files(plan.engine_dir)
+        pin_cuda_device(gpu)
+        onnx_model = YOLOExporter(options).resolve()
         sidecar = build_and_install(options, system, plan, onnx_model)
     return finish_ensure(options, system, plan, sidecar, f"built in {sidecar.build_seconds:.1f} s", started)
 
