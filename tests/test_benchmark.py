@@ -9,6 +9,7 @@ import pytest
 import auto_build_engine as abe
 from engine_env import IMGSZ, EngineMachine
 from tests.fakes.fake_pycuda import install_fake_pycuda
+from tests.fakes.fake_tensorrt import TRT_RELEASES
 from tests.fakes.gpus import GPU_RTX_3060
 
 
@@ -37,7 +38,9 @@ def test_smoke_test_is_reported_as_skipped_without_pycuda(tmp_path):
     assert "smoke test skipped: pycuda is not installed" in done.stderr
 
 
-def test_benchmark_reports_every_batch_from_constant_event_times(box):
+@pytest.mark.parametrize("release", TRT_RELEASES)
+def test_benchmark_reports_every_batch_from_constant_event_times(box, release):
+    box.use_tensorrt(release)
     assert box.run().returncode == 0
     done = box.run("--benchmark", "--batches", "1,4,16", "--seconds", "0.05", "--json", FAKE_CUDA_EVENT_MS="5")
     assert done.returncode == 0, done.stderr
@@ -49,7 +52,8 @@ def test_benchmark_reports_every_batch_from_constant_event_times(box):
         assert result["fps_per_camera"] == pytest.approx(200.0)
         assert result["iterations"] >= 1
     assert report["gpu"]["name"] == "NVIDIA GeForce RTX 4090"
-    assert report["precision"] == "fp16" and report["imgsz"] == IMGSZ
+    assert report["precision"] == ("fp32" if release.startswith("11.") else "fp16") and report["imgsz"] == IMGSZ
+    assert report["tensorrt_version"] == release
     assert "engine_build_seconds" in report
 
 
