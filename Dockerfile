@@ -66,8 +66,8 @@ RUN if ! getent group "$DS_GID" > /dev/null; then groupadd --gid "$DS_GID" ds; f
 	&& if ! getent passwd "$DS_UID" > /dev/null; then \
 		useradd --no-log-init --create-home --uid "$DS_UID" --gid "$DS_GID" --shell /bin/bash ds; \
 	fi \
-	&& mkdir -p /app/engines/tensorrt /app/engines/models /app/configs \
-	&& chown -R "$DS_UID:$DS_GID" /app/engines /app/configs
+	&& mkdir -p /app/engines/tensorrt /app/engines/models /app/configs /app/output \
+	&& chown -R "$DS_UID:$DS_GID" /app/engines /app/configs /app/output
 
 # compute: CUDA/TensorRT; utility: nvidia-smi and NVML (the builder's GPU report);
 # video: NVDEC/NVENC for nvv4l2decoder/nvv4l2h264enc. Set explicitly, not left to the runtime.
