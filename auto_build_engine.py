@@ -81,6 +81,7 @@ class ProgressBar:
         self.start = time.monotonic()
         self._last_plain = self.start
         self._lock = threading.Lock()
+        self._announced: set[str] = set()
         self.phase = ""
 
     def elapsed(self) -> float:
@@ -95,7 +96,9 @@ class ProgressBar:
             if self.is_tty:
                 self.stream.write("\r\033[K" + self._render(done, total))
                 self.stream.flush()
-            elif changed or time.monotonic() - self._last_plain >= self.heartbeat_s:
+            elif (changed and phase not in self._announced) or time.monotonic() - self._last_plain >= self.heartbeat_s:
+                # each phase once (TensorRT alternates nested phases) plus a heartbeat: readable logs
+                self._announced.add(phase)
                 self._last_plain = time.monotonic()
                 self.stream.write(self._render(done, total) + "\n")
                 self.stream.flush()
