@@ -1732,17 +1732,23 @@ class EngineBuilder:
         return flags
 
     def _autocast_fp16(self, onnx_path: Path) -> Path:
-        """TensorRT 11 is strongly typed: FP16 must already be in the ONNX (NVIDIA's route: AutoCast)."""
+        """TensorRT 11 is strongly typed: FP16 must already be in the ONNX (NVIDIA's route: AutoCast).
+
+        The mixed-precision copy goes to MODELS_DIR (a given ONNX may sit on a read-only mount).
+        """
         try:
-            import onnx
             from modelopt.onnx.autocast import convert_to_mixed_precision
         except ImportError:
             raise ToolError("TensorRT 11 needs nvidia-modelopt[onnx] for FP16; pip install 'nvidia-modelopt[onnx]' or use --precision fp32", EXIT_ENVIRONMENT) from None
-        log("converting the ONNX to mixed FP16 with ModelOpt AutoCast")
+        log("converting the ONNX to mixed FP16 with ModelOpt AutoCast (TensorRT 11 takes precision from the ONNX)")
         model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True)
-        target = onnx_path.with_name(onnx_path.stem + ".fp16.onnx")
+        models_dir = Path(self.options.models_dir)
+        try:
+            models_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ToolError(f"cannot create MODELS_DIR {models_dir} ({error.strerror}); make it writable") from None
+        target = models_dir / f"{onnx_path.stem}.fp16.onnx"
         atomic_write_bytes(target, model.SerializeToString())
-        del onnx
         return target
 
     def _parse(self, trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:

@@ -366,3 +366,23 @@ def test_a_timing_cache_from_another_tensorrt_is_replaced_with_a_notice(box):
     done = box.run()
     assert built(done)
     assert "timing cache does not fit" in done.stderr
+
+
+def test_tensorrt_11_builds_fp16_from_an_autocast_onnx_when_modelopt_is_installed(tmp_path):
+    from tests.fakes.fake_modelopt import install_fake_modelopt
+
+    box = EngineMachine(tmp_path, trt_version="11.4.0.106")
+    install_fake_modelopt(box.site)
+    done = box.run()
+    assert built(done)
+    engine = box.only_engine()
+    assert "_fp16_" in engine.name
+    header = box.plan_header(engine)
+    assert header["precision"] == "fp16" and "float16" in header["onnx_types"]
+    assert box.sidecar_of(engine)["precision_built"] == "fp16"
+    assert (box.models_dir / "tiny.fp16.onnx").exists()  # next to the models, not next to the given ONNX
+    touched, _ = read_access_log(box.access_log)
+    assert not any(name.endswith("FP16") for name in touched)  # no weak-typing flag on 11.x
+    config = configparser.ConfigParser()
+    config.read(box.config_dir / "config_infer_auto_generated.txt")
+    assert config["property"]["network-mode"] == "2"
