@@ -386,3 +386,39 @@ def test_tensorrt_11_builds_fp16_from_an_autocast_onnx_when_modelopt_is_installe
     config = configparser.ConfigParser()
     config.read(box.config_dir / "config_infer_auto_generated.txt")
     assert config["property"]["network-mode"] == "2"
+
+
+# -- several GPUs in one machine (the real two-GPU run is issue 9; these use fakes) ---------------
+
+def two_gpu_box(tmp_path) -> EngineMachine:
+    from tests.fakes.fake_pynvml import install_fake_pynvml
+
+    box = EngineMachine(tmp_path)
+    install_fake_pynvml(box.site, [GPU_RTX_4090, GPU_RTX_3060])
+    box.env["FAKE_TRT_CC"] = GPU_RTX_3060["compute_cap"]  # the fake device is the GPU we build for
+    return box
+
+
+def test_gpu_id_1_builds_for_that_gpu_and_writes_its_gpu_id(tmp_path):
+    box = two_gpu_box(tmp_path)
+    assert built(box.run("--gpu-id", "1"))
+    assert "sm86-rtx3060" in box.only_engine().name
+    assert box.sidecar_of(box.only_engine())["gpu"]["name"] == "NVIDIA GeForce RTX 3060"
+    config = configparser.ConfigParser()
+    config.read(box.config_dir / "config_infer_auto_generated.txt")
+    assert config["property"]["gpu-id"] == "1"
+
+
+def test_gpu_id_1_dry_run_plans_its_engine_and_config(tmp_path):
+    box = two_gpu_box(tmp_path)
+    done = box.run("--gpu-id", "1", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "tiny_64_b16_fp16_sm86-rtx3060_trt10.9.0.34.engine" in done.stdout
+    assert "GPU 1" in done.stdout
+    assert box.engines() == []
+
+
+def test_gpu_id_out_of_range_on_two_gpus_is_exit_2(tmp_path):
+    done = two_gpu_box(tmp_path).run("--gpu-id", "2", "--dry-run")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --gpu-id 2 is out of range: this machine has GPU indices 0..1"
