@@ -87,7 +87,6 @@ ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility,video \
 	MODELS_DIR=/app/engines/models \
 	CONFIG_DIR=/app/configs \
 	GPU_ID=0 \
-	NUM_SOURCES=1 \
 	PYTHONUNBUFFERED=1
 
 # Engines are per GPU and per TensorRT version: keep them on a volume, not in a layer.

@@ -1922,10 +1922,28 @@ class DeepStreamConfig:
         self.plan = plan
         self.sidecar = sidecar
         self.config_dir = Path(options.config_dir).absolute()
+        self.batch_size = self._batch_size()
 
     @property
     def config_path(self) -> Path:
         return self.config_dir / CONFIG_FILE_NAME
+
+    def _batch_size(self) -> int:
+        """NUM_SOURCES when given; otherwise the batch-size already in the config is kept.
+
+        The entrypoint may derive NUM_SOURCES from the app's sources; a later `--check` (the
+        healthcheck) or a plain rebuild without it must not call that config wrong or reset it.
+        """
+        if "num_sources" in self.options.explicit:
+            return self.options.num_sources
+        try:
+            text = self.config_path.read_text()
+        except OSError:
+            return self.options.num_sources
+        match = re.search(r"^batch-size=(\d+)$", text, flags=re.M)
+        if match and 1 <= int(match.group(1)) <= self.sidecar.max_batch:
+            return int(match.group(1))
+        return self.options.num_sources
 
     @property
     def labels_path(self) -> Path:
@@ -1933,8 +1951,8 @@ class DeepStreamConfig:
 
     def sections(self) -> dict[str, dict[str, str]]:
         sidecar, options = self.sidecar, self.options
-        if options.num_sources > sidecar.max_batch:
-            raise ToolError(f"NUM_SOURCES {options.num_sources} exceeds the engine's max batch {sidecar.max_batch}; rebuild with MAX_BATCH >= {options.num_sources}")
+        if self.batch_size > sidecar.max_batch:
+            raise ToolError(f"NUM_SOURCES {self.batch_size} exceeds the engine's max batch {sidecar.max_batch}; rebuild with MAX_BATCH >= {self.batch_size}")
         if sidecar.precision_built not in NETWORK_MODE:
             raise ToolError(f"sidecar {self.plan.sidecar_path.name} records unknown precision {sidecar.precision_built!r}; rebuild with --force")
         size = sidecar.key.imgsz
@@ -1946,7 +1964,7 @@ class DeepStreamConfig:
                 "onnx-file": sidecar.onnx.path,
                 "model-engine-file": str(self.plan.engine_path),
                 "labelfile-path": str(self.labels_path),
-                "batch-size": str(options.num_sources),
+                "batch-size": str(self.batch_size),
                 "network-mode": str(NETWORK_MODE[sidecar.precision_built]),
                 "infer-dims": f"3;{size};{size}",
                 "num-detected-classes": str(len(sidecar.class_names)),
@@ -2532,7 +2550,7 @@ def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sideca
         f"TensorRT    {plan.key.tensorrt_version}",
         f"DeepStream  {system.deepstream_version or 'not found'}",
         f"Engine      {plan.engine_path} ({how}; {sidecar.precision_built}, batch {sidecar.profile['min'][0]}-{sidecar.profile['opt'][0]}-{sidecar.max_batch}, {sidecar.key.imgsz}px)",
-        f"Config      {config.config_path} ({'written' if rewritten else 'unchanged'}; batch-size {options.num_sources})",
+        f"Config      {config.config_path} ({'written' if rewritten else 'unchanged'}; batch-size {config.batch_size})",
         f"Ready in    {time.monotonic() - started:.2f} s",
     ]
     if options.verbosity >= 1:

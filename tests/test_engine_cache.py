@@ -422,3 +422,18 @@ def test_gpu_id_out_of_range_on_two_gpus_is_exit_2(tmp_path):
     done = two_gpu_box(tmp_path).run("--gpu-id", "2", "--dry-run")
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --gpu-id 2 is out of range: this machine has GPU indices 0..1"
+
+
+def test_check_without_num_sources_accepts_the_configs_batch_size(box):
+    # the entrypoint derived NUM_SOURCES=4 from SOURCES; the healthcheck runs without it
+    assert built(box.run("--num-sources", "4"))
+    assert box.run("--check").returncode == 0
+    assert box.run("--check", "--num-sources", "2").returncode == 1
+
+
+def test_a_rebuild_without_num_sources_keeps_the_configs_batch_size(box):
+    assert built(box.run("--num-sources", "4"))
+    assert built(box.run("--force"))
+    config = configparser.ConfigParser()
+    config.read(box.config_dir / "config_infer_auto_generated.txt")
+    assert config["property"]["batch-size"] == "4"
