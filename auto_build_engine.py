@@ -135,8 +135,11 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
-    """Write to a temp file in the same directory, fsync, then os.replace: never a torn file."""
+def atomic_write_bytes(path: Path, data: bytes | memoryview, before_replace: Callable[[], None] | None = None) -> None:
+    """Write to a temp file in the same directory, fsync, then os.replace: never a torn file.
+
+    `before_replace` runs after the data is durable and before the rename.
+    """
     import tempfile
 
     path = Path(path)
@@ -149,6 +152,8 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp_name, path)
     except BaseException as error:
         _remove_quietly(Path(tmp_name))
@@ -956,9 +961,7 @@ class YOLOExporter:
         """sha256 of the weights file; for a yaml, of the resolved model dict (scale included)."""
         if _is_model_yaml(source):
             cfg = self._load_yaml_cfg(source)
-            import hashlib
-
-            return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+            return sha256_of_bytes(json.dumps(cfg, sort_keys=True, default=str).encode())
         return sha256_of_file(source)
 
     # -- export ----------------------------------------------------------------------------
@@ -1663,6 +1666,7 @@ class BuildResult:
     precision_built: str
     builder_optimization_level: int | None
     timing_cache: bytes | None
+    workspace_mb: int
 
 
 class EngineBuilder:
@@ -1700,7 +1704,8 @@ class EngineBuilder:
         self._parse(trt, network, logger, onnx_path)
         input_name = self._check_input(network)
         config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_bytes())
+        workspace = self.workspace_bytes()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
         if precision == "fp16" and hasattr(trt.BuilderFlag, "FP16"):
             config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
@@ -1712,7 +1717,7 @@ class EngineBuilder:
         plan_bytes = self._run_build(trt, builder, network, config, logger)
         # the builder adds its new timings to the cache we set: that is the merge
         new_cache = config.get_timing_cache()
-        return BuildResult(plan_bytes, precision, getattr(config, "builder_optimization_level", None), bytes(new_cache.serialize()))
+        return BuildResult(plan_bytes, precision, getattr(config, "builder_optimization_level", None), bytes(new_cache.serialize()), workspace >> 20)
 
     @staticmethod
     def _use_timing_cache(config: Any, saved: bytes | None) -> None:
@@ -1869,25 +1874,11 @@ def install_engine(plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar) -> Non
     The old sidecar goes first: between the two renames an engine may sit there without a
     sidecar, which reads as "not valid" (rebuild), never as a wrong engine that looks valid.
     """
-    import tempfile
-
-    engine_dir = plan.engine_dir
-    fd, tmp_name = tempfile.mkstemp(dir=engine_dir, prefix=f".{plan.stem}.", suffix=".engine.tmp")
-    tmp_path = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(plan_bytes)
-            handle.flush()
-            os.fsync(handle.fileno())
+    def drop_old_sidecar() -> None:
         _remove_quietly(plan.sidecar_path)
-        fsync_directory(engine_dir)
-        os.replace(tmp_path, plan.engine_path)
-    except OSError as error:
-        _remove_quietly(tmp_path)
-        raise ToolError(f"cannot write the engine into {engine_dir} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED) from None
-    except BaseException:
-        _remove_quietly(tmp_path)
-        raise
+        fsync_directory(plan.engine_dir)
+
+    atomic_write_bytes(plan.engine_path, plan_bytes, before_replace=drop_old_sidecar)
     atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
 
 
@@ -1922,6 +1913,7 @@ class DeepStreamConfig:
         self.plan = plan
         self.sidecar = sidecar
         self.config_dir = Path(options.config_dir).absolute()
+        self._on_disk = self._read(self.config_path)  # read once: the warm path asks twice
         self.batch_size = self._batch_size()
 
     @property
@@ -1934,13 +1926,9 @@ class DeepStreamConfig:
         The entrypoint may derive NUM_SOURCES from the app's sources; a later `--check` (the
         healthcheck) or a plain rebuild without it must not call that config wrong or reset it.
         """
-        if "num_sources" in self.options.explicit:
+        if "num_sources" in self.options.explicit or self._on_disk is None:
             return self.options.num_sources
-        try:
-            text = self.config_path.read_text()
-        except OSError:
-            return self.options.num_sources
-        match = re.search(r"^batch-size=(\d+)$", text, flags=re.M)
+        match = re.search(r"^batch-size=(\d+)$", self._on_disk, flags=re.M)
         if match and 1 <= int(match.group(1)) <= self.sidecar.max_batch:
             return int(match.group(1))
         return self.options.num_sources
@@ -2001,10 +1989,14 @@ class DeepStreamConfig:
 
     def is_current(self) -> bool:
         """True when the files on disk say exactly what we would write (so --check can trust them)."""
+        return self._on_disk == self.render() and self._read(self.labels_path) == self.labels_text()
+
+    @staticmethod
+    def _read(path: Path) -> str | None:
         try:
-            return self.config_path.read_text() == self.render() and self.labels_path.read_text() == self.labels_text()
+            return path.read_text()
         except OSError:
-            return False
+            return None
 
     def write(self) -> bool:
         """Write both files atomically when they differ; True if anything changed."""
@@ -2017,6 +2009,7 @@ class DeepStreamConfig:
             raise ToolError(f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory") from None
         atomic_write_text(self.labels_path, self.labels_text())
         atomic_write_text(self.config_path, text)
+        self._on_disk = text
         return True
 
 
@@ -2523,7 +2516,7 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
             driver_version=system.driver_version,
             cuda_driver_version=system.cuda_driver_version,
             cuda_toolkit_version=system.cuda_toolkit_version,
-            workspace_mb=builder.workspace_bytes() >> 20,
+            workspace_mb=result.workspace_mb,
             builder_optimization_level=result.builder_optimization_level,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             build_seconds=round(time.monotonic() - began, 2),
