@@ -461,3 +461,20 @@ def test_pipeline_that_ignores_eos_is_terminated(tmp_path: Path, video: Path) ->
             proc.kill()
     assert rc == 1  # the sinks did not finish: not a clean stop
     assert events(record) == ["started", "stop"]
+
+
+def test_pipeline_without_stop_is_deactivated(tmp_path: Path, video: Path) -> None:
+    """Where Pipeline.stop() is missing, the documented Python deactivate() ends the pipeline."""
+    proc, record = start_app(tmp_path, video, "--report-s", "60", FAKE_PSM_NO_STOP="1")
+    try:
+        stderr = lines_of(proc.stderr)
+        await_line(stderr, "pipeline started")
+        proc.send_signal(signal.SIGTERM)
+        tail = await_line(stderr, "stop requested")
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0
+    assert events(record) == ["started", "deactivate"]
+    assert "Pipeline.deactivate()" in tail[-1]
