@@ -102,7 +102,7 @@ USER ${DS_UID}:${DS_GID}
 HEALTHCHECK --start-period=30m --interval=60s --timeout=30s --retries=3 \
 	CMD ["/opt/venv/bin/python3", "-m", "auto_build_engine", "--check"]
 
-# SIGTERM (also Docker's default, stated here on purpose): the app turns SIGTERM into an EOS so
+# SIGTERM (also Docker's default, stated here on purpose): the app turns SIGTERM into Pipeline.stop() so
 # the pipeline flushes and closes its outputs; during a first build the entrypoint passes it on
 # to the builder, which leaves the previous engine untouched. Flushing takes longer than Docker's
 # 10 s default, so stop with e.g. `docker stop -t 60` / `docker run --stop-timeout 60`

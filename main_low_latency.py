@@ -8,9 +8,10 @@ seconds. `pyservicemaker` is imported only inside the pipeline process, so `-h` 
 work anywhere.
 
 Process layout: pyservicemaker's `Pipeline.wait()` blocks signal delivery in the thread that calls
-it, so (like NVIDIA's samples) the pipeline runs in a child process. Unlike the samples, the parent
-does not just kill it: on SIGINT/SIGTERM it asks the child to end the stream (EOS) so file sinks are
-finalised, waits up to --eos-timeout-s, and only then terminates it.
+it, so (like NVIDIA's samples) the pipeline runs in a child process. NVIDIA's Python samples end it
+with `process.terminate()` on Ctrl+C; here the parent first asks the child to stop the pipeline
+(`Pipeline.stop()`, see end_stream()), waits up to --eos-timeout-s, and only then terminates it. The
+file sink writes a fragmented MP4, so the file plays up to its last fragment whichever way it ends.
 """
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ TRACKER_LIB = "/opt/nvidia/deepstream/deepstream/lib/libnvds_nvmultiobjecttracke
 TRACKER_CONFIGS = {"nvdcf": "tracker_nvdcf.yml", "iou": "tracker_iou.yml"}
 SINKS = ("fake", "file", "rtsp", "display")
 RTSP_MOUNT = "/ds"
+# Legacy nvstreammux output size: the usual camera resolution, so 16:9 frames reach nvinfer
+# unstretched and nvinfer letterboxes them to the network size (maintain-aspect-ratio=1,
+# symmetric-padding=1 in the generated config); NVIDIA's deepstream_test3 muxes at 1920x1080 too.
+DEFAULT_MUX_WIDTH, DEFAULT_MUX_HEIGHT = 1920, 1080
+# qtmux fragment length: with fragments the MP4 plays up to the last complete one even when the
+# pipeline is torn down without an EOS reaching qtmux (see end_stream()).
+MP4_FRAGMENT_MS = 1000
 BUILD_HINT = "python3 auto_build_engine.py"
 
 EXIT_OK, EXIT_BUILD, EXIT_USAGE, EXIT_ENV = 0, 1, 2, 3
@@ -105,6 +113,8 @@ class RunPlan:
     json_log: bool = False
     gpu_id: int = 0
     new_mux: bool = False
+    mux_width: int = DEFAULT_MUX_WIDTH
+    mux_height: int = DEFAULT_MUX_HEIGHT
     measure_latency: bool = False
     eos_timeout_s: float = 8.0
 
@@ -151,6 +161,11 @@ def build_arg_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--report-s", type=float, default=_env_float(env, "REPORT_S", 5.0),
                    help="seconds between report lines [REPORT_S] (default %(default)s)")
     p.add_argument("--json-log", action="store_true", help="report as one JSON object per line")
+    p.add_argument("--mux-width", type=int, default=_env_int(env, "MUX_WIDTH", DEFAULT_MUX_WIDTH),
+                   help="legacy nvstreammux output width; frames are scaled into it with their aspect "
+                   "ratio kept (enable-padding) [MUX_WIDTH] (default %(default)s)")
+    p.add_argument("--mux-height", type=int, default=_env_int(env, "MUX_HEIGHT", DEFAULT_MUX_HEIGHT),
+                   help="legacy nvstreammux output height [MUX_HEIGHT] (default %(default)s)")
     p.add_argument("--push-timeout-us", type=int, default=_env_int(env, "PUSH_TIMEOUT_US", 33000),
                    help="nvstreammux batched-push-timeout, about one frame interval "
                    "[PUSH_TIMEOUT_US] (default %(default)s)")
@@ -201,6 +216,9 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Namespac
         raise AppError("--report-s must be > 0")
     if args.push_timeout_us <= 0:
         raise AppError("--push-timeout-us must be > 0 (about one frame interval, e.g. 33000)")
+    if args.mux_width <= 0 or args.mux_height <= 0:
+        raise AppError(f"--mux-width/--mux-height must be > 0 (got {args.mux_width}x{args.mux_height}); "
+                       f"use the cameras' resolution, e.g. {DEFAULT_MUX_WIDTH}x{DEFAULT_MUX_HEIGHT}")
     return args
 
 
@@ -440,6 +458,8 @@ def make_plan(argv: Sequence[str], env: Mapping[str, str]) -> RunPlan:
         gpu_id=args.gpu_id if args.gpu_id is not None else infer.gpu_id,
         # The new mux reads this env var when GStreamer loads the plugin; we only mirror it.
         new_mux=env.get("USE_NEW_NVSTREAMMUX", "").lower() == "yes",
+        mux_width=args.mux_width,
+        mux_height=args.mux_height,
         measure_latency=env.get("NVDS_ENABLE_LATENCY_MEASUREMENT", "") == "1",
         eos_timeout_s=args.eos_timeout_s,
     )
@@ -453,8 +473,6 @@ class StreamWindow:
     frames: int = 0
     objects: int = 0
     classes: Counter = field(default_factory=Counter)
-    latency_sum_ms: float = 0.0
-    latency_count: int = 0
 
 
 class DetectionReporter:
@@ -483,12 +501,6 @@ class DetectionReporter:
             w.objects += sum(counts.values())
             w.classes.update(counts)
 
-    def add_latency(self, pad_index: int, latency_ms: float) -> None:
-        with self._lock:
-            w = self._window(pad_index)
-            w.latency_sum_ms += float(latency_ms)
-            w.latency_count += 1
-
     def _window(self, pad_index: int) -> StreamWindow:
         while pad_index >= len(self._windows):  # tolerate a pad index we were not told about
             self._windows.append(StreamWindow())
@@ -508,20 +520,20 @@ class DetectionReporter:
         per_frame = w.objects / w.frames if w.frames else 0.0
         classes = {class_name(self._labels, cid): n
                    for cid, n in sorted(w.classes.items(), key=lambda kv: (-kv[1], kv[0]))}
-        latency = round(w.latency_sum_ms / w.latency_count, 1) if w.latency_count else None
+        # Latency: pyservicemaker's published Python API has no per-buffer latency (see
+        # attach_probes), so the report says so rather than showing a number: n/a / null.
         if self._json:
             return json.dumps({
                 "time": round(self._wall(), 3), "stream": index, "uri": self._uris[index],
                 "window_s": round(elapsed, 3), "frames": w.frames, "fps": round(fps, 2),
                 "objects": w.objects, "objects_per_frame": round(per_frame, 2),
-                "classes": classes, "latency_ms": latency,
+                "classes": classes, "latency_ms": None,
             }, separators=(",", ":"))
         counts = " ".join(f"{name}={n}" for name, n in classes.items()) or "no detections"
         if not w.frames:
             counts = "no frames"
-        lat = f"latency {latency:.1f} ms" if latency is not None else "latency n/a"
         return (f"stream {index} [{self._uris[index]}]: {fps:.1f} fps, "
-                f"{per_frame:.2f} obj/frame, {counts}, {lat}")
+                f"{per_frame:.2f} obj/frame, {counts}, latency n/a")
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,13 +566,22 @@ def mux_properties(plan: RunPlan) -> dict[str, Any]:
     props: dict[str, Any] = {
         "batch-size": len(plan.sources),
         "batched-push-timeout": plan.push_timeout_us,  # push a partial batch after ~1 frame
-        "gpu-id": plan.gpu_id,
     }
-    if not plan.new_mux:
-        # Legacy mux only: scale straight to the network size (saves nvinfer a second scale);
-        # the new mux (USE_NEW_NVSTREAMMUX=yes) has no width/height/live-source.
-        props.update({"width": plan.infer.width, "height": plan.infer.height,
-                      "live-source": plan.live})
+    if plan.new_mux:
+        # The new mux (USE_NEW_NVSTREAMMUX=yes, gst-nvmultistream2/gstnvstreammux.cpp) has no
+        # width/height/enable-padding/live-source and no gpu-id: frames keep their resolution.
+        return props
+    # Legacy mux: it scales every frame to width x height. At the network size (a square) 16:9
+    # frames would reach nvinfer stretched and nvinfer's letterbox would have nothing left to do.
+    # So: the camera resolution, and enable-padding so a source of another aspect ratio (or a
+    # square mux asked for with --mux-width/--mux-height) is padded, never stretched.
+    props.update({
+        "gpu-id": plan.gpu_id,
+        "width": plan.mux_width,
+        "height": plan.mux_height,
+        "enable-padding": True,
+        "live-source": plan.live,
+    })
     return props
 
 
@@ -587,7 +608,7 @@ def add_sink_chain(pipeline: Any, plan: RunPlan, known: PropertyFilter) -> list[
         chain += [
             add("nvv4l2h264enc", "encoder", encoder),
             add("h264parse", "parser"),
-            add("qtmux", "muxer"),
+            add("qtmux", "muxer", {"fragment-duration": MP4_FRAGMENT_MS}),
             add("filesink", "sink", {"location": str(plan.output), **sink_properties()}),
         ]
         return chain
@@ -642,11 +663,12 @@ def analytics_element(plan: RunPlan) -> str:
 def attach_probes(pipeline: Any, plan: RunPlan, sm: Any, reporter: DetectionReporter) -> None:
     pipeline.attach(analytics_element(plan), sm.Probe("detections", make_detection_counter(sm, reporter)))
     if plan.measure_latency:
-        # DeepStream's own probe prints per-frame latency; it needs NVDS_ENABLE_LATENCY_MEASUREMENT=1.
+        # DeepStream's built-in probe (service-maker/sources/modules/measure_latency_probe) prints
+        # "Frame latency = ... (ms)" per frame; the measurement itself needs
+        # NVDS_ENABLE_LATENCY_MEASUREMENT=1 (includes/nvds_latency_meta.h). The published Python
+        # Buffer has no latency call (only C++ Buffer::measureLatency()), so the app's own report
+        # says "latency n/a" instead of a number it cannot get.
         pipeline.attach("osd", "measure_latency_probe", name="latency")
-        reader = make_latency_reader(sm, reporter)
-        if reader is not None:
-            pipeline.attach("osd", sm.Probe("latency-report", reader))
 
 
 def make_detection_counter(sm: Any, reporter: DetectionReporter) -> Any:
@@ -665,42 +687,26 @@ def make_detection_counter(sm: Any, reporter: DetectionReporter) -> Any:
     return DetectionCounter()
 
 
-def make_latency_reader(sm: Any, reporter: DetectionReporter) -> Any | None:
-    """Feed per-frame latency into the report where this pyservicemaker exposes it.
+def end_stream(pipeline: Any) -> str:
+    """Ask the running pipeline to finish; return the method used.
 
-    The C++ Buffer has measureLatency(); whether the Python Buffer binds it (and under which name)
-    is not documented for 8.0, so it is looked up per buffer and the report says n/a without it.
+    What NVIDIA's published service-maker sources offer for this:
+    * `Pipeline& stop()` (src/service-maker/includes/pipeline.hpp), which the C++ sample
+      src/service-maker/sources/apps/cpp/deepstream_test5_app/deepstream_test5.cpp calls on its
+      quit key. Whether it lets an EOS flush the sinks before the teardown is not documented.
+    * `deactivate()` ("set to NULL state"), listed for the Python Pipeline in
+      skills/deepstream-dev/references/service_maker_api.md: the fallback where stop() is missing.
+    The Python samples themselves (src/service-maker/sources/apps/python/*/deepstream_test*.py)
+    end only by their sources' EOS or by `process.terminate()` on Ctrl+C; there is no published
+    Python call that injects an EOS. Hence the fragmented MP4 (MP4_FRAGMENT_MS) and the parent's
+    --eos-timeout-s before it terminates this process, as those samples do.
     """
-    base = getattr(sm, "BufferOperator", None)
-    if base is None:
-        return None
-
-    class LatencyReader(base):  # type: ignore[misc,valid-type]
-        def handle_buffer(self, buffer: Any) -> bool:
-            measure = getattr(buffer, "measure_latency", None)
-            if callable(measure):
-                try:
-                    for info in measure():
-                        reporter.add_latency(int(info.source_id), float(info.latency))
-                except Exception:  # noqa: BLE001
-                    pass
-            return True  # never drop the buffer
-
-    return LatencyReader()
-
-
-def request_eos(pipeline: Any) -> str:
-    """Ask the pipeline to finish: EOS lets qtmux write the mp4 index before the process ends.
-
-    `send_eos()` is not documented for pyservicemaker 8.0 but is used if a release has it; `stop()`
-    is the documented Pipeline method (C++ `Pipeline& stop()`, Python samples `pipeline.stop()`).
-    """
-    for method in ("send_eos", "stop"):
+    for method in ("stop", "deactivate"):
         fn = getattr(pipeline, method, None)
         if callable(fn):
             fn()
             return method
-    raise AppError("this pyservicemaker has neither Pipeline.send_eos() nor stop()", EXIT_ENV)
+    raise AppError("this pyservicemaker Pipeline has neither stop() nor deactivate()", EXIT_ENV)
 
 
 # --------------------------------------------------------------------------------------------
@@ -773,15 +779,15 @@ def emit_reports(reporter: DetectionReporter, every_s: float, stop: threading.Ev
 
 
 def watch_for_stop(stop_conn: Any, pipeline: Any) -> None:
-    """Block (no polling) until the parent asks for EOS, or dies (EOF on the pipe)."""
+    """Block (no polling) until the parent asks for the stop, or dies (EOF on the pipe)."""
     try:
         stop_conn.recv()
     except (EOFError, OSError):
         LOG.warning("supervising process is gone; ending the stream")
     try:
-        LOG.info("stop requested: ending the stream (%s)", request_eos(pipeline))
+        LOG.info("stop requested: ending the stream (Pipeline.%s())", end_stream(pipeline))
     except Exception as exc:  # noqa: BLE001 - the parent's timeout is the fallback
-        LOG.error("could not request EOS: %s", exc)
+        LOG.error("could not stop the pipeline: %s", exc)
 
 
 def run_pipeline(plan: RunPlan, stop_conn: Any) -> int:
@@ -803,11 +809,12 @@ def run_pipeline(plan: RunPlan, stop_conn: Any) -> int:
     reports = threading.Thread(target=emit_reports, args=(reporter, plan.report_s, report_stop),
                                name="report", daemon=True)
     pipeline.start()
-    LOG.info("pipeline started: %d source(s), %dx%d, sink=%s%s", len(plan.sources),
+    mux = "new nvstreammux" if plan.new_mux else f"mux {plan.mux_width}x{plan.mux_height} (padded)"
+    LOG.info("pipeline started: %d source(s), %s, network %dx%d, sink=%s%s", len(plan.sources), mux,
              plan.infer.width, plan.infer.height, plan.sink,
              f" -> {plan.output}" if plan.sink == "file" else "")
     reports.start()
-    pipeline.wait()  # returns on EOS (end of files, or our request) or on an error
+    pipeline.wait()  # returns on EOS (end of files), after stop(), or on an error
     report_stop.set()
     for line in reporter.report():  # the partial last window
         print(line, flush=True)
@@ -817,7 +824,7 @@ def run_pipeline(plan: RunPlan, stop_conn: Any) -> int:
 
 def pipeline_process_main(plan: RunPlan, stop_conn: Any) -> None:
     # The terminal's Ctrl+C reaches the whole process group; only the parent acts on it, so the
-    # child keeps running until the EOS it is asked for has flushed the sinks.
+    # child keeps running until the stop it is asked for has finished the sinks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging()
     try:
@@ -833,7 +840,7 @@ def pipeline_process_main(plan: RunPlan, stop_conn: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Parent: start the pipeline process, turn signals into EOS, bound the shutdown
+# Parent: start the pipeline process, turn signals into a stop request, bound the shutdown
 # --------------------------------------------------------------------------------------------
 class SignalInbox:
     """Signal handlers record the signal and wake the main loop through a pipe (no polling)."""
@@ -880,7 +887,7 @@ def supervise(plan: RunPlan) -> int:
             return exit_code_of(child)
         inbox.drain()
         name = signal.Signals(inbox.received[0]).name if inbox.received else "signal"
-        LOG.info("%s: sending EOS, waiting up to %.0f s for the sinks to finish",
+        LOG.info("%s: stopping the pipeline, waiting up to %.0f s for the sinks to finish",
                  name, plan.eos_timeout_s)
         try:
             stop_writer.send("eos")
@@ -898,7 +905,7 @@ def finish_after_eos(child: Any, inbox: SignalInbox, timeout_s: float) -> int:
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            LOG.error("pipeline did not finish %.0f s after EOS; terminating it", timeout_s)
+            LOG.error("pipeline did not finish %.0f s after the stop request; terminating it", timeout_s)
             break
         ready = multiprocessing.connection.wait([child.sentinel, inbox.read_fd], timeout=remaining)
         if child.sentinel in ready:
@@ -906,7 +913,7 @@ def finish_after_eos(child: Any, inbox: SignalInbox, timeout_s: float) -> int:
             return exit_code_of(child)
         inbox.drain()
         if len(inbox.received) > n_signals:
-            LOG.warning("second signal: terminating without waiting for EOS")
+            LOG.warning("second signal: terminating without waiting for the sinks")
             break
     child.terminate()
     child.join(5)

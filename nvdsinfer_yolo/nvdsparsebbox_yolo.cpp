@@ -91,5 +91,11 @@ extern "C" bool NvDsInferParseYolo(std::vector<NvDsInferLayerInfo> const& output
     return true;
 }
 
-// Compile-time check that the signature matches what nvinfer dlsym()s.
-CHECK_CUSTOM_PARSE_FUNC_PROTOTYPE(NvDsInferParseYolo);
+// Compile-time check that the signature matches what nvinfer dlsym()s: NVIDIA's macro converts
+// the function to NvDsInferParseCustomFunc (a default argument) and redeclares it extern "C" with
+// that exact type, so any other type does not compile. That default argument is an unused
+// parameter, which -Wextra reports for NVIDIA's own header too: silenced here, only here.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+CHECK_CUSTOM_PARSE_FUNC_PROTOTYPE(NvDsInferParseYolo)
+#pragma GCC diagnostic pop

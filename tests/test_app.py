@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +64,13 @@ def sm(monkeypatch: pytest.MonkeyPatch) -> Any:
     for name in ("pyservicemaker", "fake_pyservicemaker"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     module = importlib.import_module("pyservicemaker")
-    module.PIPELINES.clear()
+    fake().PIPELINES.clear()
     return module
+
+
+def fake() -> Any:
+    """The fake's test-side module (graph_of, metadata classes); import after the sm fixture."""
+    return importlib.import_module("fake_pyservicemaker")
 
 
 def plan_for(argv: list[str], env: dict[str, str] | None = None) -> app.RunPlan:
@@ -75,15 +78,23 @@ def plan_for(argv: list[str], env: dict[str, str] | None = None) -> app.RunPlan:
 
 
 def chains(pipeline: Any) -> list[tuple[str, ...]]:
-    return [link[1:] for link in pipeline.links if link[0] == "chain"]
+    return [link[1:] for link in fake().graph_of(pipeline).links if link[0] == "chain"]
 
 
 def pad_links(pipeline: Any) -> list[tuple]:
-    return [link[1:] for link in pipeline.links if link[0] == "pads"]
+    return [link[1:] for link in fake().graph_of(pipeline).links if link[0] == "pads"]
 
 
 def props(pipeline: Any, name: str) -> dict[str, Any]:
-    return pipeline[name].props
+    return fake().graph_of(pipeline).elements[name].props
+
+
+def factory(pipeline: Any, name: str) -> str:
+    return fake().graph_of(pipeline).elements[name].factory
+
+
+def attachments(pipeline: Any) -> list[dict[str, Any]]:
+    return fake().graph_of(pipeline).attachments
 
 
 # ------------------------------------------------------------------------------------------
@@ -96,7 +107,7 @@ def test_one_file_source_graph(sm: Any, tmp_path: Path, video: Path) -> None:
     pipeline = app.build_pipeline(plan, sm)
     app.attach_probes(pipeline, plan, sm, reporter)
 
-    factories = {n: e.factory for n, e in pipeline.elements.items()}
+    factories = {n: e.factory for n, e in fake().graph_of(pipeline).elements.items()}
     assert factories == {"src0": "nvurisrcbin", "mux": "nvstreammux", "infer": "nvinfer",
                          "osd": "nvosdbin", "sink": "fakesink"}
     assert props(pipeline, "src0")["uri"] == video.resolve().as_uri()
@@ -105,16 +116,17 @@ def test_one_file_source_graph(sm: Any, tmp_path: Path, video: Path) -> None:
     assert mux["batch-size"] == 1
     assert mux["live-source"] is False
     assert mux["batched-push-timeout"] == 33000
-    assert (mux["width"], mux["height"]) == (IMGSZ, IMGSZ)
+    # the camera's aspect kept: 1920x1080 mux with padding, not the square network size
+    assert (mux["width"], mux["height"], mux["enable-padding"]) == (1920, 1080, True)
     assert props(pipeline, "infer")["config-file-path"] == str(cfg)
     assert props(pipeline, "infer")["batch-size"] == 1
     assert {k: props(pipeline, "sink")[k] for k in ("sync", "qos", "async")} == \
         {"sync": False, "qos": False, "async": False}
     assert pad_links(pipeline) == [(("src0", "mux"), ("", "sink_%u"))]
     assert chains(pipeline) == [("mux", "infer", "osd", "sink")]
-    (probe,) = pipeline.attachments
+    (probe,) = attachments(pipeline)
     assert probe["target"] == "infer" and isinstance(probe["what"], sm.Probe)
-    assert isinstance(probe["what"].operator, sm.BatchMetadataOperator)
+    assert isinstance(probe["what"]._operator, sm.BatchMetadataOperator)
 
 
 def test_four_rtsp_sources_graph(sm: Any, tmp_path: Path) -> None:
@@ -129,7 +141,7 @@ def test_four_rtsp_sources_graph(sm: Any, tmp_path: Path) -> None:
 
     for i, uri in enumerate(uris):
         src = props(pipeline, f"src{i}")
-        assert pipeline[f"src{i}"].factory == "nvurisrcbin"
+        assert factory(pipeline, f"src{i}") == "nvurisrcbin"
         assert src["uri"] == uri
         assert src["latency"] == 100
         assert src["drop-on-latency"] is True
@@ -147,7 +159,7 @@ def test_four_rtsp_sources_graph(sm: Any, tmp_path: Path) -> None:
     assert tracker["ll-lib-file"] == app.TRACKER_LIB
     assert Path(tracker["ll-config-file"]).name == "tracker_nvdcf.yml"
     assert Path(tracker["ll-config-file"]).is_file()
-    assert pipeline.attachments[0]["target"] == "tracker"  # count what the tracker outputs
+    assert attachments(pipeline)[0]["target"] == "tracker"  # count what the tracker outputs
     # Passwords never reach the report.
     assert all("secret" not in line for line in reporter.report())
 
@@ -160,48 +172,53 @@ def test_file_sink_chain_and_loop(sm: Any, tmp_path: Path, video: Path) -> None:
     pipeline = app.build_pipeline(plan, sm)
     assert chains(pipeline) == [("mux", "infer", "osd", "sink_convert", "encoder", "parser",
                                  "muxer", "sink")]
-    assert [pipeline[n].factory for n in ("sink_convert", "encoder", "parser", "muxer", "sink")] \
+    assert [factory(pipeline, n) for n in ("sink_convert", "encoder", "parser", "muxer", "sink")] \
         == ["nvvideoconvert", "nvv4l2h264enc", "h264parse", "qtmux", "filesink"]
+    # fragmented MP4: playable up to the last fragment even if no EOS reaches qtmux
+    assert props(pipeline, "muxer") == {"fragment-duration": 1000}
     assert props(pipeline, "sink")["location"] == str(out)
     assert props(pipeline, "sink")["sync"] is False and props(pipeline, "sink")["async"] is False
     assert props(pipeline, "src0")["file-loop"] is True
     assert out.parent.is_dir()
 
 
-def test_env_twins_new_mux_and_latency_probe(sm: Any, tmp_path: Path, video: Path) -> None:
+def test_env_twins_new_mux_and_latency_probe(sm: Any, tmp_path: Path, video: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = write_config(tmp_path)
     env = {"SOURCES": str(video), "CONFIG_DIR": str(tmp_path), "REPORT_S": "2", "GPU_ID": "1",
            "USE_NEW_NVSTREAMMUX": "yes", "NVDS_ENABLE_LATENCY_MEASUREMENT": "1"}
+    monkeypatch.setenv("USE_NEW_NVSTREAMMUX", "yes")  # the plugin (and the fake) read it from the env
     plan = plan_for([], env)
     assert plan.infer.path == cfg and plan.report_s == 2.0 and plan.gpu_id == 1
     pipeline = app.build_pipeline(plan, sm)
     app.attach_probes(pipeline, plan, sm, app.DetectionReporter(["u"], ()))
-    mux = props(pipeline, "mux")
-    assert "width" not in mux and "height" not in mux and "live-source" not in mux
-    assert mux["gpu-id"] == 1
-    built_in = [a for a in pipeline.attachments if a["what"] == "measure_latency_probe"]
+    # the new mux has none of width/height/enable-padding/live-source/gpu-id
+    # (src/gst-plugins/gst-nvmultistream2/gstnvstreammux.cpp): only batching is set
+    assert props(pipeline, "mux") == {"batch-size": 1, "batched-push-timeout": 33000}
+    assert props(pipeline, "infer")["gpu-id"] == 1
+    built_in = [a for a in attachments(pipeline) if a["what"] == "measure_latency_probe"]
     assert built_in == [{"target": "osd", "what": "measure_latency_probe", "name": "latency"}]
 
 
-def test_request_eos_prefers_send_eos_then_stop() -> None:
+def test_end_stream_uses_stop_then_deactivate() -> None:
     calls: list[str] = []
 
-    class WithSendEos:
-        def send_eos(self) -> None:
-            calls.append("send_eos")
-
+    class WithStop:
         def stop(self) -> None:
             calls.append("stop")
 
-    class StopOnly:
-        def stop(self) -> None:
-            calls.append("stop")
+        def deactivate(self) -> None:
+            calls.append("deactivate")
 
-    assert app.request_eos(WithSendEos()) == "send_eos"
-    assert app.request_eos(StopOnly()) == "stop"
-    assert calls == ["send_eos", "stop"]
+    class DeactivateOnly:
+        def deactivate(self) -> None:
+            calls.append("deactivate")
+
+    assert app.end_stream(WithStop()) == "stop"
+    assert app.end_stream(DeactivateOnly()) == "deactivate"
+    assert calls == ["stop", "deactivate"]
     with pytest.raises(app.AppError) as err:
-        app.request_eos(object())
+        app.end_stream(object())
     assert err.value.exit_code == app.EXIT_ENV
 
 
@@ -225,41 +242,6 @@ def test_source_normalisation(tmp_path: Path, video: Path, monkeypatch: pytest.M
 # ------------------------------------------------------------------------------------------
 # Report: probe + fake metadata + fake clock
 # ------------------------------------------------------------------------------------------
-@dataclass
-class FakeRect:
-    left: float = 0.0
-    top: float = 0.0
-    width: float = 10.0
-    height: float = 10.0
-
-
-@dataclass
-class FakeObject:
-    class_id: int
-    confidence: float = 0.9
-    rect_params: FakeRect = field(default_factory=FakeRect)
-
-
-@dataclass
-class FakeFrame:
-    pad_index: int
-    frame_number: int
-    objects: list[FakeObject]
-
-    @property
-    def object_items(self) -> Iterator[FakeObject]:  # an iterator, like pyservicemaker's
-        return iter(self.objects)
-
-
-@dataclass
-class FakeBatch:
-    frames: list[FakeFrame]
-
-    @property
-    def frame_items(self) -> Iterator[FakeFrame]:
-        return iter(self.frames)
-
-
 class FakeClock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -270,12 +252,13 @@ class FakeClock:
 
 def feed_two_streams(sm: Any, reporter: app.DetectionReporter, clock: FakeClock) -> None:
     probe = app.make_detection_counter(sm, reporter)
-    for n in range(10):  # 10 batches of 2 s at 5 fps; stream 0: 2 persons + 1 car; stream 1: empty
-        probe.handle_metadata(FakeBatch([
-            FakeFrame(0, n, [FakeObject(0), FakeObject(0), FakeObject(2)]),
-            FakeFrame(1, n, []),
+    meta = fake()  # metadata offering only the listed attributes (tests/fakes/deepstream_names.toml)
+    for _ in range(10):  # 10 batches of 2 s at 5 fps; stream 0: 2 persons + 1 car; stream 1: empty
+        probe.handle_metadata(meta.BatchMetadata([
+            meta.FrameMetadata(0, [meta.ObjectMetadata(0), meta.ObjectMetadata(0), meta.ObjectMetadata(2)]),
+            meta.FrameMetadata(1, []),
         ]))
-    probe.handle_metadata(FakeBatch([FakeFrame(0, 10, [FakeObject(7)])]))  # id beyond labels
+    probe.handle_metadata(meta.BatchMetadata([meta.FrameMetadata(0, [meta.ObjectMetadata(7)])]))
     clock.now += 2.0
 
 
@@ -295,36 +278,17 @@ def test_report_lines_text(sm: Any) -> None:
         "stream 0 [rtsp://a:***@cam0/s]: 0.0 fps, 0.00 obj/frame, no frames, latency n/a"
 
 
-def test_report_lines_json_with_latency(sm: Any) -> None:
+def test_report_lines_json(sm: Any) -> None:
     clock = FakeClock()
     reporter = app.DetectionReporter(["rtsp://cam0/s", "rtsp://cam1/s"], ["person", "bicycle", "car"],
                                      json_lines=True, clock=clock, wall_clock=lambda: 1700000000.0)
     feed_two_streams(sm, reporter, clock)
-    reporter.add_latency(0, 40.0)
-    reporter.add_latency(0, 50.0)
     first, second = (json.loads(line) for line in reporter.report())
+    # latency: the published Python API has no per-buffer latency, so null, never a made-up number
     assert first == {"time": 1700000000.0, "stream": 0, "uri": "rtsp://cam0/s", "window_s": 2.0,
                      "frames": 11, "fps": 5.5, "objects": 31, "objects_per_frame": 2.82,
-                     "classes": {"person": 20, "car": 10, "class7": 1}, "latency_ms": 45.0}
+                     "classes": {"person": 20, "car": 10, "class7": 1}, "latency_ms": None}
     assert second["frames"] == 10 and second["classes"] == {} and second["latency_ms"] is None
-
-
-def test_latency_reader_uses_buffer_api_when_present(sm: Any) -> None:
-    reporter = app.DetectionReporter(["u"], (), clock=FakeClock())
-
-    @dataclass
-    class Info:
-        source_id: int
-        latency: float
-
-    class Buffer:
-        def measure_latency(self) -> list[Info]:
-            return [Info(0, 12.5)]
-
-    reader = app.make_latency_reader(sm, reporter)
-    assert reader.handle_buffer(Buffer()) is True
-    assert reader.handle_buffer(object()) is True  # no API: pass the buffer, report n/a
-    assert reporter.report()[0].endswith("latency 12.5 ms")
 
 
 # ------------------------------------------------------------------------------------------
@@ -393,7 +357,8 @@ def test_sidecar_missing_falls_back_to_batch_size(tmp_path: Path) -> None:
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "SOURCES", "SINK", "CONFIG_DIR", "REPORT_S", "GPU_ID",
-                        "TRACKER", "USE_NEW_NVSTREAMMUX", "NVDS_ENABLE_LATENCY_MEASUREMENT")}
+                        "TRACKER", "USE_NEW_NVSTREAMMUX", "NVDS_ENABLE_LATENCY_MEASUREMENT",
+                        "MUX_WIDTH", "MUX_HEIGHT")}
     env.update(extra)
     return env
 
@@ -464,8 +429,8 @@ def test_signal_sends_eos_and_exits_zero(sig: signal.Signals, tmp_path: Path, vi
         if proc.poll() is None:
             proc.kill()
     assert rc == 0, tail
-    assert events(record) == ["started", "eos"]
-    assert any("stop requested" in line for line in tail)
+    assert events(record) == ["started", "stop"]
+    assert any("stop requested: ending the stream (Pipeline.stop())" in line for line in tail)
     # the final partial window is still reported on stdout
     assert "stream 0 [" in proc.stdout.read()
 
@@ -479,8 +444,8 @@ def test_natural_end_of_stream_exits_zero(tmp_path: Path, video: Path) -> None:
     assert report["stream"] == 0 and report["uri"] == video.resolve().as_uri()
     started = json.loads(record.read_text().splitlines()[0])
     assert started["elements"]["mux"] == ["nvstreammux", {
-        "batch-size": 1, "batched-push-timeout": 33000, "gpu-id": 0, "width": IMGSZ,
-        "height": IMGSZ, "live-source": False}]
+        "batch-size": 1, "batched-push-timeout": 33000, "gpu-id": 0, "width": 1920,
+        "height": 1080, "enable-padding": True, "live-source": False}]
 
 
 def test_pipeline_that_ignores_eos_is_terminated(tmp_path: Path, video: Path) -> None:
@@ -495,4 +460,21 @@ def test_pipeline_that_ignores_eos_is_terminated(tmp_path: Path, video: Path) ->
         if proc.poll() is None:
             proc.kill()
     assert rc == 1  # the sinks did not finish: not a clean stop
-    assert events(record) == ["started", "eos"]
+    assert events(record) == ["started", "stop"]
+
+
+def test_pipeline_without_stop_is_deactivated(tmp_path: Path, video: Path) -> None:
+    """Where Pipeline.stop() is missing, the documented Python deactivate() ends the pipeline."""
+    proc, record = start_app(tmp_path, video, "--report-s", "60", FAKE_PSM_NO_STOP="1")
+    try:
+        stderr = lines_of(proc.stderr)
+        await_line(stderr, "pipeline started")
+        proc.send_signal(signal.SIGTERM)
+        tail = await_line(stderr, "stop requested")
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0
+    assert events(record) == ["started", "deactivate"]
+    assert "Pipeline.deactivate()" in tail[-1]

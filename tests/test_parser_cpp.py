@@ -45,6 +45,7 @@ def test_make_test_runs_unit_tests(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "test_decode: all checks passed" in result.stdout
     assert "test_glue: all checks passed" in result.stdout
+    assert "test_signature: all checks passed" in result.stdout
 
 
 def test_cuda_ver_from_version_json(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -422,36 +423,90 @@ def test_shellcheck(script: str) -> None:
 def test_hadolint() -> None:
     hadolint = _tool("hadolint")
     res = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"), "--failure-threshold", "info",
-                          "Dockerfile"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert res.returncode == 0, res.stdout + res.stderr
+                          "--format", "json", "Dockerfile"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, check=False)
+    findings = json.loads(res.stdout or "null")  # a list of {code, level, line, message, ...}
+    assert isinstance(findings, list), res.stdout + res.stderr
+    assert [(f["line"], f["code"], f["message"]) for f in findings] == []
+    assert res.returncode == 0, res.stderr
+
+
+def _dockerfile() -> list:
+    """The Dockerfile as BuildKit's own parser sees it (pip: dockerfile)."""
+    dockerfile = pytest.importorskip("dockerfile")
+    return list(dockerfile.parse_file(str(ROOT / "Dockerfile")))
+
+
+def _instructions(commands: list, name: str) -> list:
+    return [c for c in commands if c.cmd.upper() == name]
 
 
 def test_dockerfile_contract() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    assert "FROM nvcr.io/nvidia/deepstream:8.0-triton-multiarch" in text
-    assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/app/entrypoint.sh"]' in text
-    assert "STOPSIGNAL SIGTERM" in text and "VOLUME /app/engines" in text
-    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility,video" in text
-    assert "--start-period=30m" in text and '"-m", "auto_build_engine", "--check"' in text
-    users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
-    assert users and users[-1] not in ("root", "0")
+    commands = _dockerfile()
+    (base,) = _instructions(commands, "FROM")
+    assert base.value == ("nvcr.io/nvidia/deepstream:8.0-triton-multiarch",)
+    (entrypoint,) = _instructions(commands, "ENTRYPOINT")
+    assert entrypoint.json and entrypoint.value == ("/usr/bin/tini", "--", "/app/entrypoint.sh")
+    (cmd,) = _instructions(commands, "CMD")
+    assert cmd.json and cmd.value == ()  # exec form, nothing: the entrypoint starts the app
+    assert [c.value for c in _instructions(commands, "STOPSIGNAL")] == [("SIGTERM",)]
+    assert any("/app/engines" in c.value for c in _instructions(commands, "VOLUME"))
+    env: dict[str, str] = {}
+    for c in _instructions(commands, "ENV"):  # ENV a=1 b=2 parses to (a, 1, b, 2)
+        env.update(zip(c.value[0::2], c.value[1::2]))
+    assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility,video"
+    (health,) = _instructions(commands, "HEALTHCHECK")
+    assert "--start-period=30m" in health.flags
+    assert health.json and health.value[0] == "CMD"
+    assert list(health.value[-3:]) == ["-m", "auto_build_engine", "--check"]
+    # the last USER, with ARG defaults substituted, is not root
+    args = dict(a.value[0].split("=", 1) for a in _instructions(commands, "ARG") if "=" in a.value[0])
+    user = _instructions(commands, "USER")[-1].value[0]
+    for name, default in args.items():
+        user = user.replace("${" + name + "}", default).replace("$" + name, default)
+    assert user.split(":")[0] not in ("root", "0", "")
+    # the app and the builder are copied into /app
+    copied = [part for c in _instructions(commands, "COPY") for part in c.value[:-1]]
+    assert {"entrypoint.sh", "auto_build_engine.py", "main_low_latency.py"} <= set(copied)
 
 
 def test_entrypoint_is_executable() -> None:
     assert os.access(ENTRYPOINT, os.X_OK)
 
 
+# Top-level keys the compose specification allows (schema/compose-spec.json: additionalProperties
+# false, plus x- extensions); a typo such as `volume:` would otherwise be ignored silently.
+COMPOSE_TOP_LEVEL = {"version", "name", "include", "services", "models", "networks", "volumes", "secrets",
+                     "configs"}
+
+
 def test_compose_file() -> None:
     yaml = pytest.importorskip("yaml")
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(doc, dict)
+    assert set(k for k in doc if not k.startswith("x-")) <= COMPOSE_TOP_LEVEL
+    assert isinstance(doc["services"], dict) and set(doc["services"]) == {"deepstream"}
     svc = doc["services"]["deepstream"]
+    assert "build" in svc or "image" in svc  # compose can neither build nor pull without one
+    # the schema requires `capabilities` on every device reservation
     devices = svc["deploy"]["resources"]["reservations"]["devices"]
+    assert all(isinstance(d, dict) and "capabilities" in d for d in devices)
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu", "compute", "utility", "video"]}]
-    assert "engines:/app/engines" in svc["volumes"] and "engines" in doc["volumes"]
-    assert "stop_grace_period" in svc and "init" not in svc
+    # every named volume a service mounts is declared at the top level
+    named = {v.split(":", 1)[0] for v in svc["volumes"] if isinstance(v, str) and not v.startswith((".", "/", "~"))}
+    assert named == {"engines"} and named <= set(doc.get("volumes") or {})
+    assert any(v.split(":")[:2] == ["engines", "/app/engines"] for v in svc["volumes"])
+    # environment as a mapping of scalars (a nested value would be a YAML indentation slip)
+    env = svc["environment"]
+    assert isinstance(env, dict) and all(v is None or isinstance(v, (str, int, float, bool)) for v in env.values())
     for var in ("MODEL", "IMGSZ", "MIN_BATCH", "OPT_BATCH", "MAX_BATCH", "PRECISION", "WORKSPACE_MB",
                 "ENGINE_DIR", "MODELS_DIR", "CONFIG_DIR", "GPU_ID", "NUM_SOURCES"):
-        assert var in svc["environment"]
+        assert var in env
+    # time to flush after SIGTERM: more than Docker's 10 s default; tini is PID 1 already
+    grace = re.fullmatch(r"(\d+)(s|m)", str(svc["stop_grace_period"]))
+    assert grace and int(grace[1]) * (60 if grace[2] == "m" else 1) > 10
+    assert "init" not in svc
+    assert isinstance(svc["command"], list)
 
 
 def test_dockerignore_keeps_artefacts_out() -> None:

@@ -55,6 +55,10 @@ static void testPicksLayerNamedOutput() {
         CHECK(objects[1].classId == 2 && objects[1].left == 0 && objects[1].top == 600);
         CHECK(objects[1].width == 30 && objects[1].height == 40);
         CHECK(objects[1].detectionConfidence == 0.5f);
+#ifdef NVDS_STANDIN_9X_LAYOUT
+        // 9.x adds rotation_angle: the glue must hand back axis-aligned boxes (0), not garbage
+        CHECK(objects[0].rotation_angle == 0.0f && objects[1].rotation_angle == 0.0f);
+#endif
     }
 }
 

@@ -1,3 +1,5 @@
-"""Importable as `pyservicemaker` when tests/fakes is on sys.path: re-exports the fake."""
-from fake_pyservicemaker import *  # noqa: F401,F403
-from fake_pyservicemaker import PIPELINES  # noqa: F401
+"""Importable as `pyservicemaker` when tests/fakes is on sys.path: exactly the module names listed in
+tests/fakes/deepstream_names.toml ([module]), from the fake (tests/fakes/fake_pyservicemaker.py)."""
+from fake_pyservicemaker import BatchMetadataOperator, Pipeline, Probe
+
+__all__ = ["BatchMetadataOperator", "Pipeline", "Probe"]
