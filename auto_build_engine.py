@@ -9,10 +9,20 @@ inside the functions that need them, so `-h`, `--check` and the warm start never
 """
 from __future__ import annotations
 
+import os
+import signal
+
+if __name__ == "__main__":  # until main() takes over: a signal during start-up exits 130/143 in one line
+    def _early_interrupt(number: int, _frame: object) -> None:
+        os.write(2, b"error: interrupted while starting; nothing was written\n")
+        os._exit(128 + number)
+
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, _early_interrupt)
+
 import argparse
 import dataclasses
 import json
-import os
 import re
 import sys
 import threading
@@ -669,10 +679,26 @@ def _ensure_writable_dir(directory: Path, what: str) -> None:
         raise ToolError(f"{what} {directory} is not writable; make it writable or set another directory", EXIT_USAGE)
 
 
+class _signals_deferred:
+    """Hold SIGINT/SIGTERM while a heavy C extension initialises: interrupted half-way it can turn
+    the KeyboardInterrupt into an ImportError ("onnx is not installed") or leave a broken module.
+    The signal is delivered right after, as a clean interrupt."""
+
+    def __enter__(self) -> None:
+        self.blocked = threading.current_thread() is threading.main_thread()
+        if self.blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def __exit__(self, *exc: object) -> None:
+        if self.blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _import_onnx_stack() -> tuple[Any, Any]:
     try:
-        import onnx
-        import onnxruntime
+        with _signals_deferred():
+            import onnx
+            import onnxruntime
     except ImportError as error:
         if _SIGNALS_RECEIVED:  # a C extension turned the KeyboardInterrupt into an ImportError
             raise KeyboardInterrupt from None
@@ -682,8 +708,9 @@ def _import_onnx_stack() -> tuple[Any, Any]:
 
 def _import_torch_stack() -> Any:
     try:
-        import torch
-        import ultralytics  # noqa: F401
+        with _signals_deferred():
+            import torch
+            import ultralytics  # noqa: F401
     except ImportError as error:
         if _SIGNALS_RECEIVED:
             raise KeyboardInterrupt from None
@@ -882,7 +909,7 @@ def check_checkpoint_archive(path: Path) -> None:
     on_disk = path.stat().st_size
     available = _available_memory_bytes()
     if declared > MAX_CHECKPOINT_EXPANSION * on_disk + (64 << 20):
-        raise ToolError(f"{path} declares {declared >> 20} MiB of data in {on_disk >> 20} MiB (a zip bomb or not a torch checkpoint); re-download or re-export it", EXIT_USAGE)
+        raise ToolError(f"{path} declares {declared >> 20} MiB of data in {on_disk / (1 << 20):.1f} MiB (a zip bomb or not a torch checkpoint); re-download or re-export it", EXIT_USAGE)
     if available is not None and declared > available:
         raise ToolError(f"{path} declares {declared >> 20} MiB of data but only {available >> 20} MiB of memory is available; free memory or re-export it", EXIT_USAGE)
 
@@ -1789,7 +1816,8 @@ def install_cancel_handlers(token: CancelToken) -> Callable[[], None]:
 
 def import_tensorrt() -> Any:
     try:
-        import tensorrt as trt
+        with _signals_deferred():
+            import tensorrt as trt
     except ImportError:
         if _SIGNALS_RECEIVED:
             raise KeyboardInterrupt from None
@@ -2691,6 +2719,12 @@ def validate_options(options: Options) -> None:
                        ("--models-dir", options.models_dir), ("--config-dir", options.config_dir)):
         if path is not None:
             _validate_path(flag, Path(path))
+    try:
+        timeout = float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
+    except ValueError:
+        timeout = -1.0
+    if not 0 <= timeout < float("inf"):
+        raise ToolError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds (e.g. {DEFAULT_LOCK_TIMEOUT_S:.0f}), got {os.environ.get(LOCK_TIMEOUT_ENV)!r}")
     if (options.pt or options.onnx) and len(model_label(options)) > MAX_MODEL_LABEL:
         flag = "--onnx" if options.onnx else "--pt"
         raise ToolError(f"{flag}: the file name gives a model name of {len(model_label(options))} characters, too long for the engine file name; rename it to at most {MAX_MODEL_LABEL} characters")
@@ -2698,6 +2732,20 @@ def validate_options(options: Options) -> None:
 
 MAX_MODEL_LABEL = 100  # the engine name adds ~70 characters; a file name may have 255 bytes
 MAX_PATH_BYTES = 3000  # PATH_MAX is 4096: leave room for the file names below a directory
+
+
+def validate_paths_before_work(options: Options) -> None:
+    """Before any check, log line or build: the given model file exists and the three directories
+    are (or can become) directories, so bad paths give one line and exit 2, never a half-done run."""
+    if options.pt or options.onnx:
+        locate_model_files(options)  # ToolError (exit 2) when an explicit file is missing
+    for name, path in (("ENGINE_DIR", options.engine_dir), ("CONFIG_DIR", options.config_dir), ("MODELS_DIR", options.models_dir)):
+        probe = Path(path).absolute()
+        while not os.path.lexists(probe) and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            what = "is not a directory" if probe == Path(path).absolute() else f"cannot be created: {probe} is not a directory"
+            raise ToolError(f"{name} {path} {what}; set {name} to a directory (a volume mount point)")
 
 
 def _validate_path(flag: str, path: Path) -> None:
@@ -2854,6 +2902,7 @@ def run_ensure(options: Options) -> int:
     system = SystemInfo.detect(warm=True)
     gpu, trt_version = target_gpu_and_trt(options, system)
     plan = plan_engine(options, gpu, trt_version)
+    validate_paths_before_work(options)
     clean_stale_temp_files(options, plan.engine_dir)
     state = check_engine(plan, options)
     if state.valid and state.sidecar is not None and not options.force:

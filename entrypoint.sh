@@ -202,7 +202,7 @@ ds_run_builder() {
 		break
 	done
 	trap - TERM INT HUP
-	if [ -n "$_ds_signalled" ] && [ "$rc" -eq 0 ]; then
+	if [ -n "$_ds_signalled" ]; then
 		rc="$_ds_signalled"
 	fi
 	return "$rc"
