@@ -2235,6 +2235,7 @@ class DeepStreamConfig:
         self.plan = plan
         self.sidecar = sidecar
         self.config_dir = Path(options.config_dir).absolute()
+        self.unreadable: dict[Path, str] = {}  # file -> why it could not be read (then it is written again)
         self._on_disk = self._read(self.config_path)  # read once: the warm path asks twice
         self.batch_size = self._batch_size()
 
@@ -2321,7 +2322,7 @@ class DeepStreamConfig:
             return None
         except (OSError, ValueError) as error:  # a directory, unreadable, not UTF-8
             reason = "a directory" if path.is_dir() else error.strerror if isinstance(error, OSError) else "not UTF-8"
-            self.__dict__.setdefault("unreadable", {})[path] = reason
+            self.unreadable[path] = reason
             return None
 
     def write(self) -> bool:
@@ -2329,7 +2330,7 @@ class DeepStreamConfig:
         if self.is_current():
             return False
         text = self.render()  # raises before anything is touched
-        for path, reason in getattr(self, "unreadable", {}).items():
+        for path, reason in self.unreadable.items():
             notice(f"{path} cannot be read ({reason}); writing it again")
         try:
             self.config_dir.mkdir(parents=True, exist_ok=True)
@@ -2859,7 +2860,7 @@ def run_check(options: Options) -> int:
         log(f"build needed: {error}")
         return EXIT_BUILD_FAILED
     if not current:
-        damaged = "; ".join(f"{path} cannot be read ({why})" for path, why in getattr(config, "unreadable", {}).items())
+        damaged = "; ".join(f"{path} cannot be read ({why})" for path, why in config.unreadable.items())
         log(f"build needed: {damaged or CONFIG_FILE_NAME + ' does not match the engine'}")
         return EXIT_BUILD_FAILED
     log(f"valid: {plan.engine_path}")
