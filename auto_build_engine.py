@@ -9,10 +9,20 @@ inside the functions that need them, so `-h`, `--check` and the warm start never
 """
 from __future__ import annotations
 
+import os
+import signal
+
+if __name__ == "__main__":  # until main() takes over: a signal during start-up exits 130/143 in one line
+    def _early_interrupt(number: int, _frame: object) -> None:
+        os.write(2, b"error: interrupted while starting; nothing was written\n")
+        os._exit(128 + number)
+
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, _early_interrupt)
+
 import argparse
 import dataclasses
 import json
-import os
 import re
 import sys
 import threading
@@ -154,6 +164,7 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, before_replace: Cal
             os.fsync(handle.fileno())
         if before_replace is not None:
             before_replace()
+        _move_directory_aside(path)
         os.replace(tmp_name, path)
     except BaseException as error:
         _remove_quietly(Path(tmp_name))
@@ -161,6 +172,22 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, before_replace: Cal
             raise ToolError(f"cannot write {path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED) from None
         raise
     fsync_directory(path.parent)
+
+
+def _move_directory_aside(path: Path) -> None:
+    """A directory where a file belongs (a bad bind mount, a stray mkdir) must not block every start:
+    an empty one is removed, a non-empty one renamed aside (its content is not ours to delete)."""
+    if path.is_symlink() or not path.is_dir():
+        return
+    try:
+        path.rmdir()
+        notice(f"removed the empty directory {path} that stood where a file belongs")
+        return
+    except OSError:
+        pass
+    aside = path.with_name(f"{path.name}.moved-aside-{time.strftime('%Y%m%dT%H%M%S')}")
+    os.replace(path, aside)
+    notice(f"{path} was a directory; moved it to {aside}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -652,20 +679,41 @@ def _ensure_writable_dir(directory: Path, what: str) -> None:
         raise ToolError(f"{what} {directory} is not writable; make it writable or set another directory", EXIT_USAGE)
 
 
+class _signals_deferred:
+    """Hold SIGINT/SIGTERM while a heavy C extension initialises: interrupted half-way it can turn
+    the KeyboardInterrupt into an ImportError ("onnx is not installed") or leave a broken module.
+    The signal is delivered right after, as a clean interrupt."""
+
+    def __enter__(self) -> None:
+        self.blocked = threading.current_thread() is threading.main_thread()
+        if self.blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def __exit__(self, *exc: object) -> None:
+        if self.blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _import_onnx_stack() -> tuple[Any, Any]:
     try:
-        import onnx
-        import onnxruntime
+        with _signals_deferred():
+            import onnx
+            import onnxruntime
     except ImportError as error:
+        if _SIGNALS_RECEIVED:  # a C extension turned the KeyboardInterrupt into an ImportError
+            raise KeyboardInterrupt from None
         raise ToolError(f"{error.name or 'onnx'} is not installed ({error}); pip install onnx onnxruntime onnxslim", EXIT_ENVIRONMENT) from None
     return onnx, onnxruntime
 
 
 def _import_torch_stack() -> Any:
     try:
-        import torch
-        import ultralytics  # noqa: F401
+        with _signals_deferred():
+            import torch
+            import ultralytics  # noqa: F401
     except ImportError as error:
+        if _SIGNALS_RECEIVED:
+            raise KeyboardInterrupt from None
         raise ToolError(f"exporting a .pt needs torch and ultralytics ({error}); pip install torch ultralytics, or pass --onnx", EXIT_ENVIRONMENT) from None
     return torch
 
@@ -689,20 +737,29 @@ def _names_from_metadata(meta: dict[str, str]) -> list[str] | None:
             names = json.loads(meta[META_NAMES])
             if isinstance(names, list) and names:
                 return [str(n) for n in names]
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     if "names" in meta:
         import ast
 
         try:
             names = ast.literal_eval(meta["names"])
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             return None
         if isinstance(names, dict) and names:
-            return [str(names[key]) for key in sorted(names)]
+            return [str(names[key]) for key in _class_index_order(names)]
         if isinstance(names, (list, tuple)) and names:
             return [str(n) for n in names]
     return None
+
+
+def _class_index_order(names: dict[Any, Any]) -> list[Any]:
+    """The keys of a names dict in class-index order; mixed key types (0, '1') sort by their number,
+    and keys that are no numbers keep the file's order."""
+    try:
+        return sorted(names, key=lambda key: int(key))
+    except (TypeError, ValueError):
+        return list(names)
 
 
 def _dims(value_info: Any) -> list[int | str | None]:
@@ -834,6 +891,27 @@ def _rss_bytes() -> int:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+MAX_CHECKPOINT_EXPANSION = 4  # torch.save stores its entries uncompressed: a real .pt declares ~ its own size
+
+
+def check_checkpoint_archive(path: Path) -> None:
+    """Refuse a .pt whose zip archive declares far more data than the file holds (a zip bomb) or
+    more than this machine has free, before torch reads a byte of it. Legacy (non-zip) pickles pass."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(max(info.file_size, 0) for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError):
+        return  # not a zip (legacy pickle) or unreadable: torch's own loader gives the message
+    on_disk = path.stat().st_size
+    available = _available_memory_bytes()
+    if declared > MAX_CHECKPOINT_EXPANSION * on_disk + (64 << 20):
+        raise ToolError(f"{path} declares {declared >> 20} MiB of data in {on_disk / (1 << 20):.1f} MiB (a zip bomb or not a torch checkpoint); re-download or re-export it", EXIT_USAGE)
+    if available is not None and declared > available:
+        raise ToolError(f"{path} declares {declared >> 20} MiB of data but only {available >> 20} MiB of memory is available; free memory or re-export it", EXIT_USAGE)
 
 
 class YOLOExporter:
@@ -984,6 +1062,7 @@ class YOLOExporter:
                     raise ToolError(f"{source}: cannot build the model ({type(error).__name__}: {error})", EXIT_USAGE) from None
             model.names = self._yaml_class_names(int(model.model[-1].nc))
         else:
+            check_checkpoint_archive(source)
             try:
                 model, _ = load_checkpoint(str(source))
             except Exception as error:
@@ -1062,7 +1141,7 @@ class YOLOExporter:
         names = getattr(model, "names", None)
         nc = int(model.model[-1].nc)
         if isinstance(names, dict) and len(names) == nc:
-            return [str(names[key]) for key in sorted(names)]
+            return [str(names[key]) for key in _class_index_order(names)]
         if isinstance(names, (list, tuple)) and len(names) == nc:
             return [str(n) for n in names]
         notice(f"the model has {nc} classes but no matching names; using class0..class{nc - 1}")
@@ -1445,10 +1524,15 @@ class Sidecar:
         """Raises ValueError with the reason when the file is missing or not ours."""
         try:
             data = json.loads(Path(path).read_text())
+        except IsADirectoryError:
+            raise ValueError(f"sidecar {Path(path).name} is a directory") from None
         except OSError:
             raise ValueError(f"no sidecar {Path(path).name}") from None
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
             raise ValueError(f"sidecar {Path(path).name} is not valid JSON") from None
+        problem = _sidecar_shape_problem(data)
+        if problem:
+            raise ValueError(f"sidecar {Path(path).name} is damaged ({problem})")
         try:
             if data.get("schema") != SIDECAR_SCHEMA:
                 raise ValueError(f"sidecar schema {data.get('schema')} is not {SIDECAR_SCHEMA}")
@@ -1461,6 +1545,45 @@ class Sidecar:
             return cls(**values)
         except (KeyError, TypeError) as error:
             raise ValueError(f"sidecar {Path(path).name} is incomplete ({error})") from None
+
+
+def _sidecar_shape_problem(data: Any) -> str | None:
+    """What is wrong with the types of a parsed sidecar, or None: a damaged one must read as stale,
+    never crash the start or the healthcheck."""
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    key = data.get("key")
+    if not isinstance(key, dict):
+        return "no key object"
+    for name, kind in (("model", str), ("imgsz", int), ("min_batch", int), ("opt_batch", int), ("max_batch", int),
+                       ("precision_request", str), ("precision", str), ("gpu_name", str),
+                       ("compute_capability", str), ("tensorrt_version", str)):
+        if not (is_int(key.get(name)) if kind is int else isinstance(key.get(name), kind)):
+            return f"key.{name} is not a {kind.__name__}"
+    profile = data.get("profile")
+    if not isinstance(profile, dict):
+        return "profile is not an object"
+    for name in ("min", "opt", "max"):
+        shape = profile.get(name)
+        if not isinstance(shape, list) or len(shape) != 4 or not all(is_int(v) and v > 0 for v in shape):
+            return f"profile.{name} is not a shape of 4 positive integers"
+    names = data.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return "class_names is not a list of strings"
+    if data.get("precision_built") not in NETWORK_MODE:
+        return f"precision_built {str(data.get('precision_built'))[:20]!r} is not one of {', '.join(NETWORK_MODE)}"
+    for name in ("engine_size", "workspace_mb"):
+        if not is_int(data.get(name)) or data[name] < 0:
+            return f"{name} is not a non-negative integer"
+    for name in ("engine_sha256", "engine_file"):
+        if not isinstance(data.get(name), str):
+            return f"{name} is not a string"
+    if not isinstance(data.get("gpu", {}), dict):
+        return "gpu is not an object"
+    return None
 
 
 @dataclass
@@ -1485,9 +1608,18 @@ def check_engine(plan: EnginePlan, options: Options) -> CacheState:
     except OSError:
         return CacheState(False, f"engine file {plan.engine_path.name} is missing", sidecar)
     if size != sidecar.engine_size:
+        if plan.engine_path.is_dir():
+            return CacheState(False, f"engine path {plan.engine_path.name} is a directory", sidecar)
         return CacheState(False, f"engine size {size} differs from the sidecar's {sidecar.engine_size} (truncated or replaced)", sidecar)
+    if options.deep:  # reads the whole engine: --deep, or the healthcheck's first --check after a build
+        try:
+            digest = sha256_of_file(plan.engine_path)
+        except OSError as error:
+            return CacheState(False, f"engine file {plan.engine_path.name} is not readable ({error.strerror})", sidecar)
+        if digest != sidecar.engine_sha256:
+            return CacheState(False, f"engine sha256 differs from the sidecar's (the file is damaged); rebuild with --force", sidecar)
     given = given_model_file(options)
-    if given is not None:
+    if given is not None and not (sidecar.source is None and not given.exists()):  # None: built from an earlier export of absent weights
         recorded = sidecar.source
         try:
             current = FileStamp.of(given, recorded)
@@ -1498,15 +1630,55 @@ def check_engine(plan: EnginePlan, options: Options) -> CacheState:
     return CacheState(True, "engine matches this GPU, TensorRT and options", sidecar)
 
 
+def _stamp_or_none(path: Path | None) -> FileStamp | None:
+    """The model file's stamp for the sidecar; None when there is none (weights absent, ONNX reused)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        return FileStamp.of(path)
+    except OSError as error:
+        raise ToolError(f"cannot read {path} ({error.strerror}); fix its permissions", EXIT_USAGE) from None
+
+
 def given_model_file(options: Options) -> Path | None:
-    """The --pt/--onnx file as the exporter will find it (a bare name may sit in MODELS_DIR)."""
+    """The --pt/--onnx file as the exporter locates it, resolved once per run and carried through
+    check, build and sidecar: a bare name found in a standard path or MODELS_DIR is that file; a bare
+    model yaml (yolo11n.yaml) is ultralytics' own cfg file. None when neither flag is given."""
     given = options.onnx or options.pt
     if given is None:
         return None
-    given = Path(given)
-    if not given.exists() and not given.is_absolute() and (Path(options.models_dir) / given.name).exists():
-        return Path(options.models_dir) / given.name
-    return given
+    if options.resolved_source is not None:
+        return options.resolved_source
+    try:
+        onnx_path, weights = locate_model_files(options)
+    except ToolError:
+        return Path(given)
+    located = onnx_path if onnx_path is not None else weights
+    assert located is not None
+    if _is_model_yaml(located) and _is_bare_name(located) and not located.is_file():
+        located = ultralytics_cfg_file(located) or located
+    options.resolved_source = located
+    return located
+
+
+def ultralytics_cfg_file(name: Path) -> Path | None:
+    """The yaml ultralytics loads for a bare cfg name (yolo11n.yaml -> .../cfg/models/11/yolo11.yaml),
+    found without importing ultralytics (the warm path must not pay for it)."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("ultralytics")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    cfg = Path(list(spec.submodule_search_locations)[0]) / "cfg"
+    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", name.name)  # ultralytics' own rule
+    for candidate in dict.fromkeys((name.name, unified)):
+        found = sorted(cfg.rglob(candidate))
+        if found:
+            return found[0]
+    return None
 
 
 # -- locking ---------------------------------------------------------------------------------
@@ -1575,6 +1747,7 @@ class CancelToken:
 
     def cancel(self, signal_number: int) -> None:
         self.signal_number = signal_number
+        _SIGNALS_RECEIVED.append(signal_number)  # main() exits 130/143 even if the install completes
         self.event.set()
 
     @property
@@ -1586,6 +1759,40 @@ class CancelToken:
 
 class BuildCancelled(Exception):
     pass
+
+
+_SIGNALS_RECEIVED: list[int] = []  # SIGINT/SIGTERM seen during this run, in order
+_RAISE_ON_SIGNAL = [True]  # main() clears it once the exit code is decided
+
+
+def _signal_exit_code() -> int:
+    import signal
+
+    return EXIT_SIGTERM if _SIGNALS_RECEIVED and _SIGNALS_RECEIVED[-1] == signal.SIGTERM else EXIT_SIGINT
+
+
+def install_interrupt_handlers() -> Callable[[], None]:
+    """SIGINT and SIGTERM both become KeyboardInterrupt (and are remembered), so that any phase of
+    the step (import, export, install, config) ends with 130/143 and never reports success."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(number: int, _frame: Any) -> None:
+        _SIGNALS_RECEIVED.append(number)
+        if _RAISE_ON_SIGNAL[0]:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 def install_cancel_handlers(token: CancelToken) -> Callable[[], None]:
@@ -1609,8 +1816,11 @@ def install_cancel_handlers(token: CancelToken) -> Callable[[], None]:
 
 def import_tensorrt() -> Any:
     try:
-        import tensorrt as trt
+        with _signals_deferred():
+            import tensorrt as trt
     except ImportError:
+        if _SIGNALS_RECEIVED:
+            raise KeyboardInterrupt from None
         raise ToolError("TensorRT not found; run inside the DeepStream image or pip install tensorrt", EXIT_ENVIRONMENT) from None
     return trt
 
@@ -1682,13 +1892,15 @@ class EngineBuilder:
         self.token = token or CancelToken()
 
     def workspace_bytes(self) -> int:
+        """The workspace asked for (flag, env or default alike), capped with a notice to what the GPU
+        has free (or, where free memory is unknown, its total): a small GPU must not fail its first start."""
         requested = self.options.workspace_mb
         gpu = self.plan.gpu
-        if gpu is not None and gpu.memory_total_mib and requested > gpu.memory_total_mib and "workspace_mb" in self.options.explicit:
-            raise ToolError(f"--workspace {requested} MB is larger than GPU {gpu.index}'s {gpu.memory_total_mib} MiB; choose at most {gpu.memory_free_mib}")
-        if gpu is not None and gpu.memory_free_mib and requested > gpu.memory_free_mib:
-            notice(f"workspace capped from {requested} MB to the GPU's free {gpu.memory_free_mib} MiB")
-            requested = gpu.memory_free_mib
+        limit = (gpu.memory_free_mib or gpu.memory_total_mib) if gpu is not None else None
+        if limit and requested > limit:
+            kind = "free" if gpu is not None and gpu.memory_free_mib else "total"
+            notice(f"workspace capped from {requested} MB to the GPU's {kind} {limit} MiB")
+            requested = limit
         return requested * (1 << 20)
 
     def build(self, onnx_path: Path, timing_cache: bytes | None) -> BuildResult:
@@ -1868,24 +2080,134 @@ def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: E
         context.pop()
 
 
-def install_engine(plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar) -> None:
-    """Temp file + fsync + os.replace for the engine, then the sidecar, last.
+def install_engine(plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar, extra: Sequence[tuple[Path, bytes]] = ()) -> None:
+    """Engine, sidecar and `extra` (labels, config) as one unit: all written to temp files and
+    fsynced first, then renamed, engine first, sidecar next, config last. A failure while writing
+    (disk full, permissions) leaves every previous file as it was.
 
-    The old sidecar goes first: between the two renames an engine may sit there without a
-    sidecar, which reads as "not valid" (rebuild), never as a wrong engine that looks valid.
+    The old sidecar goes right before the renames: between the engine's and the sidecar's rename an
+    engine may sit there without a sidecar, which reads as "not valid" (rebuild), never as a wrong
+    engine that looks valid.
     """
     def drop_old_sidecar() -> None:
         _remove_quietly(plan.sidecar_path)
         fsync_directory(plan.engine_dir)
 
-    atomic_write_bytes(plan.engine_path, plan_bytes, before_replace=drop_old_sidecar)
-    atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
+    sidecar_bytes = (json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
+    install_files([(plan.engine_path, plan_bytes), (plan.sidecar_path, sidecar_bytes), *extra], before_replace=drop_old_sidecar)
 
 
-def remove_stale_temp_files(engine_dir: Path) -> None:
-    """Temp files of a build killed with SIGKILL; safe because we hold the build lock."""
-    for path in engine_dir.glob(".*.tmp"):
-        _remove_quietly(path)
+def install_files(files: Sequence[tuple[Path, bytes | memoryview]], before_replace: Callable[[], None] | None = None) -> None:
+    """Several files as one unit: every temp file is written and fsynced before the first rename,
+    and SIGINT/SIGTERM wait until the renames are done."""
+    import signal
+    import tempfile
+
+    staged: list[tuple[Path, Path]] = []
+    target = files[0][0] if files else Path(".")
+    blocked = False
+    try:
+        for target, data in files:
+            try:
+                fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            except OSError as error:
+                raise ToolError(f"cannot write in {target.parent} ({error.strerror}); make it writable or choose another directory", EXIT_USAGE) from None
+            staged.append((Path(tmp_name), target))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        if threading.current_thread() is threading.main_thread():
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            blocked = True
+        if before_replace is not None:
+            before_replace()
+        for index, (tmp, target) in enumerate(staged):
+            _move_directory_aside(target)
+            os.replace(tmp, target)
+            staged[index] = (target, target)  # renamed: nothing left to remove
+    except BaseException as error:
+        for tmp, final in staged:
+            if tmp != final:
+                _remove_quietly(tmp)
+        if isinstance(error, OSError):
+            raise ToolError(f"cannot write {target} ({error.strerror}); free space or fix permissions (the previous files are unchanged)", EXIT_BUILD_FAILED) from None
+        raise
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    for directory in dict.fromkeys(path.parent for path, _ in files):
+        fsync_directory(directory)
+
+
+def remove_stale_temp_files(engine_dir: Path, older_than: float | None = None) -> tuple[int, int]:
+    """Temp files of a run killed with SIGKILL (engines, sidecars, exported ONNX, configs); safe
+    because the caller holds the build lock. `older_than` (epoch seconds) spares files written
+    since then. Returns (files, bytes) removed."""
+    import shutil
+
+    count = freed = 0
+    try:
+        entries = list(Path(engine_dir).iterdir())
+    except OSError:
+        return 0, 0
+    for path in entries:
+        name = path.name
+        if not ((name.startswith(".") and name.endswith(".tmp")) or name.startswith(".download-")):
+            continue
+        try:
+            stat = path.lstat()
+        except OSError:
+            continue
+        if older_than is not None and stat.st_mtime >= older_than:
+            continue
+        if name.startswith(".download-") and path.is_dir() and not path.is_symlink():
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            size = stat.st_size
+            try:
+                path.unlink()
+            except OSError:
+                continue
+        count, freed = count + 1, freed + size
+    return count, freed
+
+
+_STARTED_AT = time.time()
+
+
+def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
+    """At the start of the step: temp files that a killed run left in ENGINE_DIR and MODELS_DIR
+    (a yolo11x ONNX temp is 228 MB). Cheap when there are none (two directory listings); else
+    only under the build lock (taken without waiting) and only files older than this run, so a
+    live writer's file is never touched."""
+    dirs = [d for d in dict.fromkeys((Path(engine_dir), Path(options.models_dir).absolute()))]
+    def has_temp(directory: Path) -> bool:
+        try:
+            return any((n.startswith(".") and n.endswith(".tmp")) or n.startswith(".download-") for n in os.listdir(directory))
+        except OSError:
+            return False
+    if not any(has_temp(d) for d in dirs):
+        return
+    try:
+        from filelock import FileLock, Timeout
+    except ImportError:
+        return
+    lock = FileLock(str(Path(engine_dir) / LOCK_FILE_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except (Timeout, OSError):
+        return  # another process builds: its files are live; the next start cleans up
+    try:
+        count = freed = 0
+        for directory in dirs:
+            files, size = remove_stale_temp_files(directory, older_than=_STARTED_AT)
+            count, freed = count + files, freed + size
+    finally:
+        lock.release()
+    if count:
+        notice(f"removed {count} temp file{'s' if count != 1 else ''} left by an interrupted run, freed {freed / 1e6:.1f} MB")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1913,6 +2235,7 @@ class DeepStreamConfig:
         self.plan = plan
         self.sidecar = sidecar
         self.config_dir = Path(options.config_dir).absolute()
+        self.unreadable: dict[Path, str] = {}  # file -> why it could not be read (then it is written again)
         self._on_disk = self._read(self.config_path)  # read once: the warm path asks twice
         self.batch_size = self._batch_size()
 
@@ -1991,11 +2314,15 @@ class DeepStreamConfig:
         """True when the files on disk say exactly what we would write (so --check can trust them)."""
         return self._on_disk == self.render() and self._read(self.labels_path) == self.labels_text()
 
-    @staticmethod
-    def _read(path: Path) -> str | None:
+    def _read(self, path: Path) -> str | None:
+        """The file's text; None when it is missing or damaged (then it is simply written again)."""
         try:
-            return path.read_text()
-        except OSError:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:  # a directory, unreadable, not UTF-8
+            reason = "a directory" if path.is_dir() else error.strerror if isinstance(error, OSError) else "not UTF-8"
+            self.unreadable[path] = reason
             return None
 
     def write(self) -> bool:
@@ -2003,14 +2330,24 @@ class DeepStreamConfig:
         if self.is_current():
             return False
         text = self.render()  # raises before anything is touched
+        for path, reason in self.unreadable.items():
+            notice(f"{path} cannot be read ({reason}); writing it again")
         try:
             self.config_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ToolError(f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory") from None
-        atomic_write_text(self.labels_path, self.labels_text())
-        atomic_write_text(self.config_path, text)
+        install_files(self.staged_files(text))
         self._on_disk = text
         return True
+
+    def staged_files(self, text: str | None = None) -> list[tuple[Path, bytes]]:
+        """labels then config, for install_files (one unit, alone or with the engine)."""
+        text = self.render() if text is None else text
+        try:
+            self.config_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ToolError(f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory") from None
+        return [(self.labels_path, self.labels_text().encode("utf-8")), (self.config_path, text.encode("utf-8"))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -2218,6 +2555,8 @@ class Options:
     seconds: float = 5.0
     compare_trtexec: bool = False
     explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var
+    deep: bool = False
+    resolved_source: Path | None = None  # the --pt/--onnx file as located, set once by given_model_file
 
 
 MAX_BATCH_LIMIT = 64
@@ -2310,6 +2649,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(flag, dest=dest, metavar=_metavar(dest), help=f"{help_text} [{env}]", default=None)
     parser.add_argument("--force", action="store_true", help="rebuild even if a valid engine exists")
     parser.add_argument("--check", action="store_true", help="exit 0 if a valid engine + config exist, 1 if a build is needed; writes nothing")
+    parser.add_argument("--deep", action="store_true", help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole engine; the first --check of each engine does it anyway)")
     parser.add_argument("--info", action="store_true", help="print the system report and exit")
     parser.add_argument("--json", action="store_true", help="with --info: machine-readable JSON")
     parser.add_argument("--dry-run", action="store_true", help="everything except the TensorRT build: find/export/validate the ONNX, print the plan")
@@ -2334,13 +2674,15 @@ def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | N
             raw, source = environ[env], f"{env} (for {flag})"
         if raw is None:
             continue
+        if not str(raw).strip():  # an empty env twin is unset (above); on the command line it is a mistake
+            raise ToolError(f"{flag}: empty value; give a value or leave {flag} out for the default")
         try:
             value = convert(raw)
         except ToolError as error:
             raise ToolError(str(error).replace(flag, source, 1)) from None
         setattr(options, dest, value)
         options.explicit.add(dest)
-    for name in ("force", "check", "info", "json", "dry_run", "benchmark", "batches", "compare_trtexec"):
+    for name in ("force", "check", "info", "json", "dry_run", "benchmark", "batches", "compare_trtexec", "deep"):
         setattr(options, name, getattr(namespace, name))
     if namespace.seconds is not None:
         options.seconds = _float_in("--seconds", 0.001, 3600.0)(namespace.seconds)
@@ -2363,6 +2705,8 @@ def validate_options(options: Options) -> None:
     exclusive = [name for name in ("check", "info", "dry_run", "benchmark") if getattr(options, name)]
     if len(exclusive) > 1:
         raise ToolError(f"--{exclusive[0].replace('_', '-')} and --{exclusive[1].replace('_', '-')} are exclusive")
+    if options.deep and (options.info or options.dry_run or options.benchmark):
+        raise ToolError("--deep goes with --check or a plain run")
     if options.force and (options.check or options.info):
         raise ToolError("--force cannot be combined with --check or --info")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", options.model):
@@ -2370,6 +2714,53 @@ def validate_options(options: Options) -> None:
     for flag, path in (("--pt", options.pt), ("--onnx", options.onnx)):
         if path is not None and not str(path).strip():
             raise ToolError(f"{flag}: empty path")
+    if len(options.model) > MAX_MODEL_LABEL:
+        raise ToolError(f"--model: the name has {len(options.model)} characters; use at most {MAX_MODEL_LABEL}")
+    for flag, path in (("--pt", options.pt), ("--onnx", options.onnx), ("--engine-dir", options.engine_dir),
+                       ("--models-dir", options.models_dir), ("--config-dir", options.config_dir)):
+        if path is not None:
+            _validate_path(flag, Path(path))
+    try:
+        timeout = float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
+    except ValueError:
+        timeout = -1.0
+    if not 0 <= timeout < float("inf"):
+        raise ToolError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds (e.g. {DEFAULT_LOCK_TIMEOUT_S:.0f}), got {os.environ.get(LOCK_TIMEOUT_ENV)!r}")
+    if (options.pt or options.onnx) and len(model_label(options)) > MAX_MODEL_LABEL:
+        flag = "--onnx" if options.onnx else "--pt"
+        raise ToolError(f"{flag}: the file name gives a model name of {len(model_label(options))} characters, too long for the engine file name; rename it to at most {MAX_MODEL_LABEL} characters")
+
+
+MAX_MODEL_LABEL = 100  # the engine name adds ~70 characters; a file name may have 255 bytes
+MAX_PATH_BYTES = 3000  # PATH_MAX is 4096: leave room for the file names below a directory
+
+
+def validate_paths_before_work(options: Options) -> None:
+    """Before any check, log line or build: the given model file exists and the three directories
+    are (or can become) directories, so bad paths give one line and exit 2, never a half-done run."""
+    if options.pt or options.onnx:
+        locate_model_files(options)  # ToolError (exit 2) when an explicit file is missing
+    for name, path in (("ENGINE_DIR", options.engine_dir), ("CONFIG_DIR", options.config_dir), ("MODELS_DIR", options.models_dir)):
+        probe = Path(path).absolute()
+        while not os.path.lexists(probe) and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            what = "is not a directory" if probe == Path(path).absolute() else f"cannot be created: {probe} is not a directory"
+            raise ToolError(f"{name} {path} {what}; set {name} to a directory (a volume mount point)")
+
+
+def _validate_path(flag: str, path: Path) -> None:
+    """Paths the run will write or read: UTF-8 (they go into the config), no part over NAME_MAX."""
+    text = str(path)
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolError(f"{flag}: {text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 (nvinfer's config is UTF-8); use a UTF-8 path") from None
+    if len(encoded) > MAX_PATH_BYTES:
+        raise ToolError(f"{flag}: the path has {len(encoded)} bytes; use a path of at most {MAX_PATH_BYTES}")
+    for part in path.parts:
+        if len(part.encode("utf-8")) > 255:
+            raise ToolError(f"{flag}: a path component has {len(part.encode('utf-8'))} bytes (at most 255); use a shorter name")
 
 
 def run_info(options: Options) -> int:
@@ -2407,22 +2798,70 @@ def pin_cuda_device(gpu: GpuInfo) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu.index)
 
 
+def _verified_engines_path() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"auto_build_engine-{os.getuid()}-verified.json"
+
+
+def _engine_identity(path: Path) -> str | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return f"{path}:{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _engine_was_verified(path: Path) -> bool:
+    """True when this very file (inode, size, mtime) passed a deep check in this container already."""
+    identity = _engine_identity(path)
+    try:
+        return identity is not None and identity in json.loads(_verified_engines_path().read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _remember_verified(path: Path) -> None:
+    """Only into the temp dir (never ENGINE_DIR/CONFIG_DIR); a failure just means hashing again."""
+    identity = _engine_identity(path)
+    if identity is None:
+        return
+    stamp = _verified_engines_path()
+    try:
+        known = json.loads(stamp.read_text())
+        known = known if isinstance(known, list) else []
+    except (OSError, ValueError):
+        known = []
+    try:
+        atomic_write_text(stamp, json.dumps([*known[-15:], identity]))
+    except ToolError:
+        pass
+
+
 def run_check(options: Options) -> int:
-    """Exit 0 when a valid engine and a matching config exist; 1 when a build is needed. Writes nothing."""
+    """Exit 0 when a valid engine and a matching config exist; 1 when a build is needed. Writes nothing
+    into ENGINE_DIR or CONFIG_DIR. The first check of an engine (the healthcheck's first run after a
+    build) and --deep verify the engine's sha256; that an engine passed is remembered in the temp dir."""
     system = SystemInfo.detect(warm=True)
     gpu, trt_version = target_gpu_and_trt(options, system)
     plan = plan_engine(options, gpu, trt_version)
+    first = not options.deep and not _engine_was_verified(plan.engine_path)
+    options.deep = options.deep or first
     state = check_engine(plan, options)
+    if state.valid:
+        _remember_verified(plan.engine_path)
     if not state.valid or state.sidecar is None:
         log(f"build needed: {state.reason}")
         return EXIT_BUILD_FAILED
     try:
-        current = DeepStreamConfig(options, plan, state.sidecar).is_current()
+        config = DeepStreamConfig(options, plan, state.sidecar)
+        current = config.is_current()
     except ToolError as error:
         log(f"build needed: {error}")
         return EXIT_BUILD_FAILED
     if not current:
-        log(f"build needed: {CONFIG_FILE_NAME} does not match the engine")
+        damaged = "; ".join(f"{path} cannot be read ({why})" for path, why in config.unreadable.items())
+        log(f"build needed: {damaged or CONFIG_FILE_NAME + ' does not match the engine'}")
         return EXIT_BUILD_FAILED
     log(f"valid: {plan.engine_path}")
     return EXIT_OK
@@ -2464,6 +2903,8 @@ def run_ensure(options: Options) -> int:
     system = SystemInfo.detect(warm=True)
     gpu, trt_version = target_gpu_and_trt(options, system)
     plan = plan_engine(options, gpu, trt_version)
+    validate_paths_before_work(options)
+    clean_stale_temp_files(options, plan.engine_dir)
     state = check_engine(plan, options)
     if state.valid and state.sidecar is not None and not options.force:
         return finish_ensure(options, system, plan, state.sidecar, "reused", started)
@@ -2509,7 +2950,7 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
             engine_size=len(result.plan_bytes),
             engine_sha256=sha256_of_bytes(result.plan_bytes),
             onnx=FileStamp.of(Path(onnx_model.path)),
-            source=FileStamp.of(given) if given is not None else None,
+            source=_stamp_or_none(given),
             class_names=list(onnx_model.class_names),
             profile={"input": "input", "min": [plan.key.min_batch, 3, size, size], "opt": [plan.key.opt_batch, 3, size, size], "max": [plan.key.max_batch, 3, size, size]},
             gpu={"index": gpu.index, "name": gpu.name, "uuid": gpu.uuid, "compute_capability": gpu.compute_capability, "memory_total_mib": gpu.memory_total_mib},
@@ -2523,7 +2964,10 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         )
         if token.event.is_set():
             raise BuildCancelled()
-        install_engine(plan, result.plan_bytes, sidecar)
+        config = DeepStreamConfig(options, plan, sidecar)
+        install_engine(plan, result.plan_bytes, sidecar, config.staged_files())
+        if token.event.is_set():  # during the install: it completed, but the step must not report success
+            raise ToolError("interrupted by signal during the install; the new engine is complete and the next start uses it", token.exit_code)
         return sidecar
     except BuildCancelled:
         remove_stale_temp_files(plan.engine_dir)
@@ -2534,7 +2978,7 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
 
 def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sidecar: Sidecar, how: str, started: float) -> int:
     config = DeepStreamConfig(options, plan, sidecar)
-    rewritten = config.write()
+    rewritten = config.write() or how.startswith("built")  # a build installs the config with the engine
     gpu = plan.gpu
     assert gpu is not None
     report = [
@@ -2587,6 +3031,34 @@ def run_benchmark(options: Options) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     global _VERBOSITY
+    del _SIGNALS_RECEIVED[:]
+    _RAISE_ON_SIGNAL[0] = True
+    restore = install_interrupt_handlers()
+    try:
+        return _signal_aware(_main(argv))
+    except KeyboardInterrupt:
+        _RAISE_ON_SIGNAL[0] = False
+        name = "SIGTERM" if _signal_exit_code() == EXIT_SIGTERM else "SIGINT"
+        print(f"error: interrupted by {name}; nothing half-written is kept, run again to finish", file=sys.stderr)
+        return _signal_exit_code()
+    finally:
+        _RAISE_ON_SIGNAL[0] = False
+        restore()
+
+
+def _signal_aware(code: int) -> int:
+    """A run that saw SIGINT/SIGTERM exits 130/143 even where it finished its work (the caller,
+    e.g. the entrypoint, must not go on to start the app)."""
+    _RAISE_ON_SIGNAL[0] = False
+    if _SIGNALS_RECEIVED and code not in (EXIT_SIGINT, EXIT_SIGTERM):
+        name = "SIGTERM" if _signal_exit_code() == EXIT_SIGTERM else "SIGINT"
+        print(f"error: interrupted by {name}; what was installed is complete, run again to go on", file=sys.stderr)
+        return _signal_exit_code()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    global _VERBOSITY
     try:
         options = parse_options(argv)
         _VERBOSITY = options.verbosity
@@ -2600,11 +3072,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_benchmark(options)
         return run_ensure(options)
     except ToolError as error:
+        if _SIGNALS_RECEIVED and error.exit_code not in (EXIT_SIGINT, EXIT_SIGTERM):
+            raise KeyboardInterrupt from None  # e.g. an import or onnxruntime load broken by the signal
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_SIGINT
 
 
 if __name__ == "__main__":

@@ -180,13 +180,18 @@ _ds_now_us() {
 # ignores SIGINT, so SIGTERM is sent for both.)
 ds_run_builder() {
 	local pid rc
+	_ds_signalled=''
 	# `-m` runs from the cached bytecode (compileall in the Dockerfile); a script path would be
 	# recompiled at every start, which alone costs more than the whole warm check; -P keeps the
 	# current directory off sys.path so only APP_DIR can provide the module
 	PYTHONPATH="$APP_DIR${PYTHONPATH:+:$PYTHONPATH}" python3 -P -m auto_build_engine &
 	pid=$!
+	# the signal is remembered too: a builder that still exits 0 (it was finishing) must not
+	# let the app start after a stop was asked for
 	# shellcheck disable=SC2064  # expand $pid now: the trap must name this builder
-	trap "kill -TERM $pid 2>/dev/null || true" TERM INT HUP
+	trap "_ds_signalled=143; kill -TERM $pid 2>/dev/null || true" TERM HUP
+	# shellcheck disable=SC2064
+	trap "_ds_signalled=130; kill -TERM $pid 2>/dev/null || true" INT
 	while :; do
 		rc=0
 		wait "$pid" || rc=$?
@@ -197,6 +202,9 @@ ds_run_builder() {
 		break
 	done
 	trap - TERM INT HUP
+	if [ -n "$_ds_signalled" ]; then
+		rc="$_ds_signalled"
+	fi
 	return "$rc"
 }
 

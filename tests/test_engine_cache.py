@@ -231,11 +231,11 @@ def test_workspace_is_capped_to_free_memory_with_a_notice(tmp_path):
     assert box.sidecar_of(box.only_engine())["workspace_mb"] == 4000
 
 
-def test_workspace_larger_than_the_gpu_is_exit_2(box):
+def test_workspace_flag_larger_than_the_gpu_is_capped_too(box):
+    # issue 12 defect 6: capped with a notice from the flag as from the env (was exit 2)
     done = box.run("--workspace", "100000")
-    assert done.returncode == 2
-    assert "larger than GPU 0" in done.stderr
-    assert box.engines() == []
+    assert built(done)
+    assert "workspace capped from 100000 MB to the GPU's free" in done.stderr
 
 
 def test_imgsz_the_onnx_cannot_take_is_exit_2(box):
