@@ -1,0 +1,306 @@
+"""Issue 13: the engines volume is shared.
+
+No code runs from a model file in it (a crafted .pt never runs, in MODEL mode or via PT_PATH), no
+file outside it is touched through the build lock, no key is injected into the nvinfer config or
+labels.txt, and two uids of one group share engines.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import auto_build_engine as abe
+from engine_env import IMGSZ, ROOT, SCRIPT, EngineMachine
+from helpers import RTX4090, make_sidecar, options_for
+
+HOSTILE_NAMES = ["car\nbus", "a;b;c", "[property]", "net-scale-factor=1", "", "x" * 300,
+                 "line\u2028sep", "cr\rlf", "nul\x00esc\x1b[31m", "\u0085next", "tab\there", "  ", "ok"]
+
+
+# -- class names: one sanitiser, exactly N label lines ----------------------------------------
+
+def nvinfer_labels(text: str) -> list[list[str]]:
+    """How nvinfer reads labels.txt: one line per class id (blank lines skipped), split on ';'."""
+    return [line.split(";") for line in text.split("\n") if line.strip()]
+
+
+def test_labels_have_exactly_one_line_per_class_whatever_the_names():
+    text = abe.labels_text(HOSTILE_NAMES)
+    assert text.count("\n") == len(HOSTILE_NAMES) and text.endswith("\n")
+    assert len(text.splitlines()) == len(HOSTILE_NAMES)  # also no U+2028/U+0085/\r line breaks left
+    parsed = nvinfer_labels(text)
+    assert len(parsed) == len(HOSTILE_NAMES) and all(len(fields) == 1 for fields in parsed)
+    lines = text.split("\n")[:-1]
+    assert lines[0] == "car bus" and lines[1] == "a b c" and lines[4] == "class4" and lines[11] == "class11"
+    assert lines[2] == "[property]" and lines[3] == "net-scale-factor=1" and lines[5] == "x" * 300
+    assert all(ch.isprintable() for line in lines for ch in line)
+
+
+def test_every_labels_writer_uses_the_sanitiser(tmp_path):
+    abe.write_labels(tmp_path / "labels.txt", HOSTILE_NAMES)
+    options = options_for(tmp_path, "--imgsz", "640")
+    plan = abe.plan_engine(options, RTX4090, "10.9.0.34")
+    config = abe.DeepStreamConfig(options, plan, make_sidecar(plan, "fp16", HOSTILE_NAMES, tmp_path / "m.onnx"))
+    assert config.labels_text() == (tmp_path / "labels.txt").read_text() == abe.labels_text(HOSTILE_NAMES)
+    assert config.sections()["property"]["num-detected-classes"] == str(len(HOSTILE_NAMES))
+
+
+def set_onnx_names(path: Path, names: list[str]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "names":
+            prop.value = json.dumps(dict(enumerate(names)))
+    onnx.save(model, str(path))
+    (path.parent / "labels.txt").unlink()
+
+
+def test_hostile_onnx_class_names_end_to_end(tmp_path):
+    """Names from an ONNX's metadata reach labels.txt through the sidecar: still exactly N lines."""
+    box = EngineMachine(tmp_path)
+    names = ["car\nbus", "a;b", "[property]", "", "x" * 300, "k=v"]
+    set_onnx_names(box.onnx, names)
+    done = box.run()
+    assert done.returncode == 0, done.stderr
+    config = gkeyfile_parse((box.config_dir / abe.CONFIG_FILE_NAME).read_text())
+    labels = (box.config_dir / abe.LABELS_FILE_NAME).read_text()
+    assert int(config["property"]["num-detected-classes"]) == len(names) == len(nvinfer_labels(labels))
+    assert labels == "car bus\na b\n[property]\nclass3\n" + "x" * 300 + "\nk=v\n"
+
+
+# -- the nvinfer config: every value checked, parsed back with GKeyFile rules -----------------
+
+def _glib():
+    name = ctypes.util.find_library("glib-2.0")
+    if not name:
+        return None
+    lib = ctypes.CDLL(name)
+    pointer, strings = ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)
+    lib.g_key_file_new.restype = pointer
+    lib.g_key_file_free.argtypes = [pointer]
+    lib.g_key_file_load_from_data.argtypes = [pointer, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.POINTER(pointer)]
+    lib.g_key_file_get_groups.restype = strings
+    lib.g_key_file_get_groups.argtypes = [pointer, ctypes.POINTER(ctypes.c_size_t)]
+    lib.g_key_file_get_keys.restype = strings
+    lib.g_key_file_get_keys.argtypes = [pointer, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(pointer)]
+    lib.g_key_file_get_string.restype = ctypes.c_char_p  # leaks a few bytes per call: fine in a test
+    lib.g_key_file_get_string.argtypes = [pointer, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(pointer)]
+    return lib
+
+
+GLIB = _glib()
+
+
+def keyfile_rules_parse(text: str) -> dict[str, dict[str, str]]:
+    """GKeyFile's rules in Python (gkeyfile.c): lines split on \\n (a trailing \\r dropped), leading
+    blanks skipped, '#' lines and blank lines are comments, '[name]' starts a group, otherwise
+    key=value with blanks around the key and before the value dropped, escapes \\s \\n \\t \\r \\\\ decoded."""
+    groups: dict[str, dict[str, str]] = {}
+    current = None
+    for raw in text.split("\n"):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        line = line.lstrip(" \t\v\f")
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            assert line.endswith("]"), f"bad group line {line!r}"
+            current = groups.setdefault(line[1:-1], {})
+            continue
+        assert "=" in line and current is not None, f"not a key=value line: {line!r}"
+        key, value = line.split("=", 1)
+        escapes = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+        value = re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(0)), value.lstrip(" \t\v\f"))
+        current[key.rstrip()] = value  # a repeated key: the last one wins
+    return groups
+
+
+def gkeyfile_parse(text: str) -> dict[str, dict[str, str]]:
+    """The config as nvinfer sees it: GLib's own GKeyFile when libglib is there, else the same rules in Python."""
+    if GLIB is None:
+        return keyfile_rules_parse(text)
+    keyfile = GLIB.g_key_file_new()
+    try:
+        data = text.encode()
+        assert GLIB.g_key_file_load_from_data(keyfile, data, len(data), 0, None), "GKeyFile refused the config"
+        count = ctypes.c_size_t()
+        groups = GLIB.g_key_file_get_groups(keyfile, ctypes.byref(count))
+        result: dict[str, dict[str, str]] = {}
+        for index in range(count.value):
+            group = groups[index]
+            keys_count = ctypes.c_size_t()
+            keys = GLIB.g_key_file_get_keys(keyfile, group, ctypes.byref(keys_count), None)
+            result[group.decode()] = {keys[j].decode(): GLIB.g_key_file_get_string(keyfile, group, keys[j], None).decode()
+                                      for j in range(keys_count.value)}
+        return result
+    finally:
+        GLIB.g_key_file_free(keyfile)
+
+
+def test_the_two_parsers_agree_on_tricky_text():
+    text = "# c\n[property]\na=x  \nb=  y\nc=p\\\\q\nd=p\\nq\n  [g2]\nk=1\r\nk=2\n"
+    assert keyfile_rules_parse(text) == {"property": {"a": "x  ", "b": "y", "c": "p\\q", "d": "p\nq"}, "g2": {"k": "2"}}
+    if GLIB is not None:
+        assert gkeyfile_parse(text) == keyfile_rules_parse(text)
+
+
+ODD_BUT_PLAIN = "dir with spaces [x] a=b #c ;d"
+
+
+def test_written_config_parses_to_exactly_the_intended_keys(tmp_path):
+    """Odd but printable directory names: GKeyFile must read back every key exactly as intended."""
+    odd = tmp_path / ODD_BUT_PLAIN
+    box = EngineMachine(tmp_path)
+    box.engine_dir, box.config_dir, box.models_dir = odd / "engines", odd / "configs", odd / "models"
+    parser = odd / "lib" / "libnvdsinfer_yolo.so"
+    done = box.run(YOLO_PARSER_LIB=str(parser))
+    assert done.returncode == 0, done.stderr
+    written = (box.config_dir / abe.CONFIG_FILE_NAME).read_text()
+    parsed = gkeyfile_parse(written)
+    assert parsed == keyfile_rules_parse(written)
+    engine = box.only_engine()
+    sidecar = abe.Sidecar.read(engine.with_suffix(".json"))
+    options = abe.parse_options(box.argv()[2:], environ={})
+    plan = abe.plan_engine(options, abe.GpuInfo(0, sidecar.key.gpu_name, "", 0, 0, sidecar.key.compute_capability), sidecar.key.tensorrt_version)
+    os.environ[abe.PARSER_LIB_ENV] = str(parser)
+    try:
+        intended = abe.DeepStreamConfig(options, plan, sidecar).sections()
+    finally:
+        del os.environ[abe.PARSER_LIB_ENV]
+    assert parsed == intended
+    assert parsed["property"]["model-engine-file"] == str(engine)
+    assert parsed["property"]["custom-lib-path"] == str(parser)
+    assert parsed["property"]["net-scale-factor"] == "0.0039215697906911373"
+
+
+INJECTION = "/tmp/x\n[property]\nnet-scale-factor=1"
+
+
+def tool(box: EngineMachine, *argv: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True,
+                          env={**box.env, **env}, cwd=box.tmp, timeout=180)
+
+
+def one_error_line(done: subprocess.CompletedProcess, code: int = abe.EXIT_USAGE) -> str:
+    assert done.returncode == code, (done.returncode, done.stderr)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.rstrip("\n").splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("variable", ["ONNX_PATH", "PT_PATH", "ENGINE_DIR", "CONFIG_DIR", "MODELS_DIR", "YOLO_PARSER_LIB"])
+@pytest.mark.parametrize("payload", [INJECTION, "/tmp/a\rb", "/tmp/a\u2028b", "/tmp/tab\there", "/tmp/back\\nslash"])
+def test_injection_through_each_path_variable_is_refused_before_writing(tmp_path, variable, payload):
+    box = EngineMachine(tmp_path)
+    flags = {"ONNX_PATH": ["--onnx", str(box.onnx)], "ENGINE_DIR": ["--engine-dir", str(box.engine_dir)],
+             "CONFIG_DIR": ["--config-dir", str(box.config_dir)], "MODELS_DIR": ["--models-dir", str(box.models_dir)]}
+    left_out = {variable, "ONNX_PATH"} if variable == "PT_PATH" else {variable}  # PT_PATH: the only model source
+    argv = ["--imgsz", str(IMGSZ)] + [arg for name, pair in flags.items() if name not in left_out for arg in pair]
+    message = one_error_line(tool(box, *argv, **{variable: payload}))
+    assert variable in message and ("non-printable" in message or "backslash" in message), message
+    assert not box.engine_dir.exists() and not box.config_dir.exists() and not box.models_dir.exists()
+
+
+def test_a_tampered_sidecar_cannot_inject_keys(tmp_path):
+    """The sidecar lives on the shared volume: its ONNX path goes into the config, so it is checked too."""
+    box = EngineMachine(tmp_path)
+    assert box.run().returncode == 0
+    sidecar_path = box.only_engine().with_suffix(".json")
+    record = json.loads(sidecar_path.read_text())
+    record["onnx"]["path"] = INJECTION
+    sidecar_path.write_text(json.dumps(record))
+    config = box.config_dir / abe.CONFIG_FILE_NAME
+    before = config.read_text()
+    config.unlink()
+    message = one_error_line(box.run())
+    assert "onnx-file" in message and "non-printable" in message
+    assert not config.exists() and "net-scale-factor=1\n" not in before
+
+
+def test_config_value_checks():
+    for bad in ("a\nb", "a\rb", "\x00", "a\u2028b", " lead", "trail ", "a\\nb", "\x1b[31m"):
+        assert abe.config_value_problem(bad) is not None, repr(bad)
+    for good in ("/app/engines/tensorrt/x.engine", "3;640;640", "[not a group]", "a=b", "#x", "é日本"):
+        assert abe.config_value_problem(good) is None, repr(good)
+
+
+# -- the build lock ---------------------------------------------------------------------------
+
+def lock_target(tmp_path: Path) -> Path:
+    target = tmp_path / "outside" / "precious.txt"
+    target.parent.mkdir()
+    target.write_text("keep me\n")
+    target.chmod(0o600)
+    return target
+
+
+@pytest.mark.parametrize("kind", ["symlink-to-file", "dangling-symlink", "fifo", "directory"])
+def test_lock_that_is_not_a_plain_file_is_refused_and_target_untouched(tmp_path, kind):
+    box = EngineMachine(tmp_path)
+    box.engine_dir.mkdir()
+    lock = box.engine_dir / abe.LOCK_FILE_NAME
+    target = lock_target(tmp_path)
+    dangling = tmp_path / "outside" / "created-through-the-lock"
+    if kind == "symlink-to-file":
+        lock.symlink_to(target)
+    elif kind == "dangling-symlink":
+        lock.symlink_to(dangling)
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    message = one_error_line(box.run())
+    assert str(lock) in message and ("symlink" in message if "symlink" in kind else "regular file" in message or "directory" in message)
+    assert target.read_text() == "keep me\n" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert not dangling.exists() and not box.engines()
+
+
+def test_lock_class_refuses_a_symlink_swapped_in_after_the_check(tmp_path, monkeypatch):
+    """O_NOFOLLOW: a symlink that appears between the lstat and the open is not followed."""
+    target = lock_target(tmp_path)
+    lock = abe.BuildLock(tmp_path, timeout_s=1)
+    lock.path.symlink_to(target)
+    real_lstat = os.lstat
+
+    def lstat_before_the_swap(path, *args, **kwargs):
+        if str(path) == str(lock.path):
+            raise FileNotFoundError(path)
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat_before_the_swap)
+    with pytest.raises(abe.ToolError, match="symlink") as error:
+        lock.__enter__()
+    assert error.value.exit_code == abe.EXIT_USAGE
+    assert target.read_text() == "keep me\n" and stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_pinned_filelock_does_not_follow_symlinks(tmp_path):
+    """The filelock of requirements.txt (installed here) and of requirements-image.txt are one safe pin."""
+    import filelock
+
+    pins = {}
+    for name in ("requirements.txt", "requirements-image.txt"):
+        match = re.search(r"^filelock==(\S+)$", (ROOT / name).read_text(), flags=re.M)
+        assert match, f"{name} does not pin filelock"
+        pins[name] = match.group(1)
+    assert pins["requirements.txt"] == pins["requirements-image.txt"] == filelock.__version__
+    target = lock_target(tmp_path)
+    for link_to in (target, tmp_path / "outside" / "dangling"):
+        link = tmp_path / f"lock-{link_to.name}"
+        link.symlink_to(link_to)
+        with pytest.raises(OSError):
+            filelock.FileLock(str(link)).acquire(timeout=0)
+    assert target.read_text() == "keep me\n" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert not (tmp_path / "outside" / "dangling").exists()
