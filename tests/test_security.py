@@ -304,3 +304,157 @@ def test_pinned_filelock_does_not_follow_symlinks(tmp_path):
             filelock.FileLock(str(link)).acquire(timeout=0)
     assert target.read_text() == "keep me\n" and stat.S_IMODE(target.stat().st_mode) == 0o600
     assert not (tmp_path / "outside" / "dangling").exists()
+
+
+# -- weights: nothing in a .pt runs -----------------------------------------------------------
+
+class ExecPayload:
+    """The classic: unpickling calls exec()."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+class ConstructorPayload:
+    """Abuses an allow-list of ultralytics classes: REDUCE calls DetectionModel(cfg), which eval()s
+    cfg['activation'] (ultralytics 8.3.170 always, 8.4.190 unless ULTRALYTICS_SAFE_LOAD is set)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+        cfg = yaml_model_load("yolo11n.yaml")
+        cfg["activation"] = f"__import__('pathlib').Path({self.marker!r}).touch() or nn.SiLU()"
+        return DetectionModel, (cfg,)
+
+
+def crafted_pt(path: Path, payload: type, marker: Path) -> Path:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": payload(marker), "train_args": {}}, str(path))
+    assert not marker.exists()
+    return path
+
+
+def test_the_crafted_files_do_run_code_when_loaded_naively(tmp_path):
+    """Proof that the payloads are live: a plain load, and a weights_only load with a bare class allow-list."""
+    exec_marker, ctor_marker = tmp_path / "exec-ran", tmp_path / "ctor-ran"
+    exec_pt = crafted_pt(tmp_path / "exec.pt", ExecPayload, exec_marker)
+    ctor_pt = crafted_pt(tmp_path / "ctor.pt", ConstructorPayload, ctor_marker)
+    code = (
+        "import sys, torch\n"
+        "from ultralytics.nn.tasks import DetectionModel\n"
+        "torch.load(sys.argv[1], weights_only=False)\n"
+        "with torch.serialization.safe_globals([DetectionModel]):\n"
+        "    torch.load(sys.argv[2], weights_only=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ULTRALYTICS_SAFE_LOAD"}
+    subprocess.run([sys.executable, "-c", code, str(exec_pt), str(ctor_pt)], env=env, capture_output=True, timeout=180, check=False)
+    assert exec_marker.exists() and ctor_marker.exists()
+
+
+@pytest.fixture
+def ds_box(tmp_path) -> EngineMachine:
+    return EngineMachine(tmp_path)
+
+
+def test_crafted_pt_named_by_pt_path_is_loaded_without_running(ds_box, tmp_path):
+    marker = tmp_path / "ctor-ran"
+    pt = crafted_pt(tmp_path / "weights" / "evil.pt", ConstructorPayload, marker)
+    done = tool(ds_box, "--dry-run", "--imgsz", "64", "--models-dir", str(ds_box.models_dir), PT_PATH=str(pt))
+    message = one_error_line(done)
+    assert str(pt) in message
+    assert not marker.exists() and not list(ds_box.models_dir.glob("*.onnx"))
+
+
+def test_crafted_pt_found_in_model_mode_is_refused_unloaded(ds_box, tmp_path):
+    marker = tmp_path / "exec-ran"
+    pt = crafted_pt(ds_box.models_dir / "evil.pt", ExecPayload, marker)
+    done = tool(ds_box, "--dry-run", "--imgsz", "64", "--models-dir", str(ds_box.models_dir), MODEL="evil")
+    message = one_error_line(done)
+    assert f"PT_PATH={pt}" in message and "found by searching" in message
+    assert not marker.exists() and not list(ds_box.models_dir.glob("*.onnx"))
+
+
+def exporter_options(tmp_path: Path, **changes) -> abe.Options:
+    from dataclasses import replace
+
+    return replace(options_for(tmp_path, "--imgsz", "64", "--max-batch", "2", "--opt-batch", "1"), **changes)
+
+
+@pytest.mark.parametrize("payload", [ExecPayload, ConstructorPayload])
+def test_crafted_pt_via_pt_option_in_process(tmp_path, payload):
+    marker = tmp_path / "ran"
+    pt = crafted_pt(tmp_path / "evil.pt", payload, marker)
+    with pytest.raises(abe.ToolError) as error:
+        abe.YOLOExporter(exporter_options(tmp_path, pt=pt)).resolve()
+    assert error.value.exit_code == abe.EXIT_USAGE and str(pt) in str(error.value)
+    if payload is ExecPayload:
+        assert "builtins.exec" in str(error.value) and "allow-list" in str(error.value)
+    assert not marker.exists()
+
+
+def test_bare_pt_name_found_elsewhere_needs_a_record(tmp_path, monkeypatch):
+    from export_helpers import random_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    models = tmp_path / "models"
+    pt = random_checkpoint(models / "found.pt", nc=2, names=["a", "b"])
+    exporter = abe.YOLOExporter(exporter_options(tmp_path, pt=Path("found.pt")))
+    sha = abe.sha256_of_file(pt)
+    with pytest.raises(abe.ToolError, match="PT_PATH="):
+        exporter._check_trusted(pt, sha)
+    abe.record_download(pt, sha)
+    exporter._check_trusted(pt, sha)  # this tool's own download: trusted
+    record = abe.download_record_path(pt)
+    assert record.parent == models and json.loads(record.read_text())["sha256"] == sha
+    with pytest.raises(abe.ToolError, match="PT_PATH="):
+        exporter._check_trusted(pt, "0" * 64)  # replaced after the download
+    named = abe.YOLOExporter(exporter_options(tmp_path, pt=pt))
+    record.unlink()
+    named._check_trusted(pt, sha)  # named by its path: trusted
+
+
+def test_a_real_checkpoint_loads_exactly_as_ultralytics_loads_it(tmp_path):
+    import numpy as np
+    import torch
+    from export_helpers import random_checkpoint
+    from ultralytics.nn import tasks
+
+    pt = random_checkpoint(tmp_path / "m.pt", nc=3, names=["a", "b", "c"])
+    ours = abe.load_checkpoint_safely(pt)
+    # ultralytics' own loader: load_checkpoint in 8.4, attempt_load_one_weight in 8.3 (the image's 8.3.170)
+    theirs, _ = (getattr(tasks, "load_checkpoint", None) or tasks.attempt_load_one_weight)(str(pt))
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = ours(images), theirs(images)
+    a, b = (a[0] if isinstance(a, (list, tuple)) else a), (b[0] if isinstance(b, (list, tuple)) else b)
+    assert np.array_equal(a.numpy(), b.numpy())
+    assert ours.names == theirs.names and ours.task == "detect" and type(ours.model[-1]).__name__ == "Detect"
+
+
+def test_a_checkpoint_with_training_extras_loads(tmp_path):
+    """What official/trained checkpoints carry besides the model: an EMA copy, args namespace, numpy metrics, paths."""
+    import copy
+    import numpy as np
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import IterableSimpleNamespace
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolo11n.yaml", nc=2, verbose=False)
+    model.args = IterableSimpleNamespace(task="detect", imgsz=64, save_dir=Path("/runs/x"))
+    ckpt = {"date": "2026-01-01", "version": "8.4.190", "epoch": -1, "best_fitness": np.float64(0.5),
+            "model": None, "ema": copy.deepcopy(model).half(), "updates": 10, "optimizer": None,
+            "train_args": {"task": "detect", "imgsz": 64}, "train_metrics": {"metrics/mAP50(B)": np.float32(0.25)}}
+    torch.save(ckpt, str(tmp_path / "trained.pt"))
+    loaded = abe.load_checkpoint_safely(tmp_path / "trained.pt")
+    assert isinstance(loaded, DetectionModel) and loaded.task == "detect" and loaded.args["imgsz"] == 64
+    assert next(loaded.parameters()).dtype == torch.float32
+
