@@ -1682,7 +1682,7 @@ class Sidecar:
         try:
             data = json.loads(Path(path).read_text())
         except PermissionError:  # not "no sidecar": another uid built it with a mode this uid cannot read
-            raise ToolError(f"sidecar {path} exists but uid {os.getuid()} cannot read it; share the engines volume through a group (setgid directory, umask 0027 or 0002: README Security) or run as the uid that built it", EXIT_USAGE) from None
+            raise ToolError(f"uid {os.getuid()} cannot read the sidecar {path} (permission denied): the engine there was built by another uid; share the volume through a group (setgid directory, umask 0027 or 0007: README Security) or run as that uid", EXIT_USAGE) from None
         except OSError:
             raise ValueError(f"no sidecar {Path(path).name}") from None
         except json.JSONDecodeError:

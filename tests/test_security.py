@@ -342,20 +342,25 @@ def crafted_pt(path: Path, payload: type, marker: Path) -> Path:
     return path
 
 
-def test_the_crafted_files_do_run_code_when_loaded_naively(tmp_path):
+@pytest.fixture
+def eval_activation(monkeypatch):
+    """ultralytics as it loads by default: 8.4's ULTRALYTICS_SAFE_LOAD off (8.3.170 has no switch)."""
+    from ultralytics.nn import tasks
+
+    monkeypatch.setattr(tasks, "SAFE_LOAD", False, raising=False)
+
+
+def test_the_crafted_files_do_run_code_when_loaded_naively(tmp_path, eval_activation):
     """Proof that the payloads are live: a plain load, and a weights_only load with a bare class allow-list."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
     exec_marker, ctor_marker = tmp_path / "exec-ran", tmp_path / "ctor-ran"
     exec_pt = crafted_pt(tmp_path / "exec.pt", ExecPayload, exec_marker)
     ctor_pt = crafted_pt(tmp_path / "ctor.pt", ConstructorPayload, ctor_marker)
-    code = (
-        "import sys, torch\n"
-        "from ultralytics.nn.tasks import DetectionModel\n"
-        "torch.load(sys.argv[1], weights_only=False)\n"
-        "with torch.serialization.safe_globals([DetectionModel]):\n"
-        "    torch.load(sys.argv[2], weights_only=True)\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "ULTRALYTICS_SAFE_LOAD"}
-    subprocess.run([sys.executable, "-c", code, str(exec_pt), str(ctor_pt)], env=env, capture_output=True, timeout=180, check=False)
+    torch.load(str(exec_pt), weights_only=False)
+    with torch.serialization.safe_globals([DetectionModel]):
+        torch.load(str(ctor_pt), weights_only=True)
     assert exec_marker.exists() and ctor_marker.exists()
 
 
@@ -389,7 +394,7 @@ def exporter_options(tmp_path: Path, **changes) -> abe.Options:
 
 
 @pytest.mark.parametrize("payload", [ExecPayload, ConstructorPayload])
-def test_crafted_pt_via_pt_option_in_process(tmp_path, payload):
+def test_crafted_pt_via_pt_option_in_process(tmp_path, payload, eval_activation):
     marker = tmp_path / "ran"
     pt = crafted_pt(tmp_path / "evil.pt", payload, marker)
     with pytest.raises(abe.ToolError) as error:
@@ -401,11 +406,11 @@ def test_crafted_pt_via_pt_option_in_process(tmp_path, payload):
 
 
 def test_bare_pt_name_found_elsewhere_needs_a_record(tmp_path, monkeypatch):
-    from export_helpers import random_checkpoint
-
     monkeypatch.chdir(tmp_path)
     models = tmp_path / "models"
-    pt = random_checkpoint(models / "found.pt", nc=2, names=["a", "b"])
+    models.mkdir()
+    pt = models / "found.pt"
+    pt.write_bytes(b"weights")  # never loaded here: the trust decision comes first
     exporter = abe.YOLOExporter(exporter_options(tmp_path, pt=Path("found.pt")))
     sha = abe.sha256_of_file(pt)
     with pytest.raises(abe.ToolError, match="PT_PATH="):
@@ -424,10 +429,13 @@ def test_bare_pt_name_found_elsewhere_needs_a_record(tmp_path, monkeypatch):
 def test_a_real_checkpoint_loads_exactly_as_ultralytics_loads_it(tmp_path):
     import numpy as np
     import torch
-    from export_helpers import random_checkpoint
+    from export_helpers import save_checkpoint
     from ultralytics.nn import tasks
 
-    pt = random_checkpoint(tmp_path / "m.pt", nc=3, names=["a", "b", "c"])
+    torch.manual_seed(0)
+    model = tasks.DetectionModel("yolo11n.yaml", nc=3, verbose=False)
+    model.names = {0: "a", 1: "b", 2: "c"}
+    pt = save_checkpoint(model.eval(), tmp_path / "m.pt")
     ours = abe.load_checkpoint_safely(pt)
     # ultralytics' own loader: load_checkpoint in 8.4, attempt_load_one_weight in 8.3 (the image's 8.3.170)
     theirs, _ = (getattr(tasks, "load_checkpoint", None) or tasks.attempt_load_one_weight)(str(pt))
@@ -458,3 +466,104 @@ def test_a_checkpoint_with_training_extras_loads(tmp_path):
     assert isinstance(loaded, DetectionModel) and loaded.task == "detect" and loaded.args["imgsz"] == 64
     assert next(loaded.parameters()).dtype == torch.float32
 
+
+
+# -- two uids, one group, one volume ----------------------------------------------------------
+
+# The interpreter and its packages live under /root (mode 0700 on this dev box), so a child cannot
+# simply exec python as another uid: it starts as root, imports everything the tool will need
+# (a --dry-run of the same model does that), then drops to the uid/gid/umask and runs main().
+RUN_AS = r"""
+import contextlib, io, json, os, sys
+sys.path[:0] = json.loads(os.environ.pop("RUN_AS_PATHS"))
+uid, gid, umask = os.environ.pop("RUN_AS").split(":")
+warmup = json.loads(os.environ.pop("RUN_AS_WARMUP"))
+import auto_build_engine as abe
+import errno, fcntl, filelock, hashlib, secrets, stat, tempfile, unicodedata  # noqa: F401
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    abe.main(warmup)
+os.setgroups([int(gid)])
+os.setgid(int(gid))
+os.setuid(int(uid))
+os.umask(int(umask, 8))
+sys.exit(abe.main(sys.argv[1:]))
+"""
+GROUP, UID_A, UID_B, UID_OTHER, OTHER_GROUP = 47100, 47101, 47102, 47103, 47199
+
+needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="switching uids needs root")
+
+
+class SharedVolume:
+    """A fake GPU machine whose engines volume is a setgid directory of GROUP (mode 2770)."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="abe-uids-"))
+        self.base.chmod(0o755)
+        self.box = EngineMachine(self.base)
+        logs = self.base / "logs"
+        logs.mkdir()
+        logs.chmod(0o1777)
+        self.box.env["FAKE_TRT_ACCESS_LOG"] = str(logs / "trt-access.log")
+        volume = self.base / "volume"
+        volume.mkdir()
+        os.chown(volume, 0, GROUP)
+        volume.chmod(0o2770)
+        self.box.engine_dir, self.box.models_dir = volume / "tensorrt", volume / "models"
+
+    def run(self, uid: int, gid: int, umask: int, *extra: str) -> subprocess.CompletedProcess:
+        config_dir = self.base / f"configs-{uid}"  # each container has its own config dir
+        if not config_dir.exists():
+            config_dir.mkdir()
+            os.chown(config_dir, uid, gid)
+        args = self.box.argv()[2:]
+        args[args.index("--config-dir") + 1] = str(config_dir)
+        env = {**self.box.env, "RUN_AS": f"{uid}:{gid}:{umask:o}", "RUN_AS_PATHS": json.dumps([str(ROOT)]),
+               "RUN_AS_WARMUP": json.dumps([*args, "--dry-run", "-q"])}
+        return subprocess.run([sys.executable, "-c", RUN_AS, *args, *extra], capture_output=True, text=True,
+                              env=env, cwd=self.base, timeout=180)
+
+    def files(self) -> dict[str, os.stat_result]:
+        return {p.name: p.lstat() for p in self.box.engine_dir.iterdir()}
+
+
+@pytest.fixture
+def volume():
+    shared = SharedVolume()
+    yield shared
+    shutil.rmtree(shared.base, ignore_errors=True)
+
+
+def ok(done: subprocess.CompletedProcess, how: str) -> None:
+    assert done.returncode == 0, done.stderr
+    assert f"({how}" in done.stdout, done.stdout
+
+
+@needs_root
+def test_two_uids_of_one_group_share_and_rebuild_engines(volume):
+    ok(volume.run(UID_A, GROUP, 0o007, "-v"), "built")
+    engine_dir = volume.box.engine_dir
+    assert engine_dir.stat().st_mode & stat.S_ISGID and engine_dir.stat().st_gid == GROUP
+    files = volume.files()
+    assert {n for n in files if n.endswith((".engine", ".json", ".cache"))} and abe.LOCK_FILE_NAME in files
+    for name, st in files.items():
+        assert st.st_gid == GROUP and stat.S_IMODE(st.st_mode) == 0o660, (name, oct(st.st_mode))
+    ok(volume.run(UID_B, GROUP, 0o007), "reused")
+    ok(volume.run(UID_B, GROUP, 0o007, "--force"), "built")  # the lock and the files are the group's
+    assert {st.st_uid for n, st in volume.files().items() if n.endswith(".engine")} == {UID_B}
+    ok(volume.run(UID_A, GROUP, 0o007), "reused")
+
+
+@needs_root
+def test_read_only_group_members_reuse_and_outsiders_get_one_line(volume):
+    ok(volume.run(UID_A, GROUP, 0o027), "built")
+    for name, st in volume.files().items():
+        assert stat.S_IMODE(st.st_mode) == 0o640, (name, oct(st.st_mode))
+    ok(volume.run(UID_B, GROUP, 0o027), "reused")
+    message = one_error_line(volume.run(UID_B, GROUP, 0o027, "--force"))
+    assert f"not writable by uid {UID_B}" in message and "0640" in message
+    message = one_error_line(volume.run(UID_OTHER, OTHER_GROUP, 0o027))
+    assert f"uid {UID_OTHER} cannot read the sidecar" in message and "no sidecar" not in message
+    sidecar = next(volume.box.engine_dir.glob("*.json"))
+    sidecar.chmod(0o600)  # e.g. written by an older version of the tool (mkstemp's mode)
+    message = one_error_line(volume.run(UID_B, GROUP, 0o027))
+    assert f"uid {UID_B} cannot read the sidecar {sidecar}" in message
