@@ -742,7 +742,8 @@ def _checkpoint_getattr(obj: Any, name: str) -> Any:
     if name not in _CHECKPOINT_METHODS or not (is_module_class or isinstance(obj, torch.nn.Module)):
         import pickle
 
-        raise pickle.UnpicklingError(f"getattr({type(obj).__name__}, {name!r}) is not allowed in a checkpoint")
+        shown = obj.__name__ if isinstance(obj, type) else type(obj).__name__
+        raise pickle.UnpicklingError(f"getattr({shown}, {name!r}) is not allowed in a checkpoint")
     return getattr(obj, name)
 
 
@@ -755,8 +756,9 @@ def _checkpoint_allowed(name: str) -> tuple[Any, bool] | None:
     import torch
 
     module, _, attr = name.rpartition(".")
-    if module.startswith(_CHECKPOINT_CLASS_MODULES) or module in _CHECKPOINT_PLAIN_CLASS_MODULES:
-        if not module.startswith(("ultralytics.", "torch.nn.modules")) or attr.startswith("_"):
+    in_class_modules = any(module == top or module.startswith(top + ".") for top in _CHECKPOINT_CLASS_MODULES)
+    if in_class_modules or module in _CHECKPOINT_PLAIN_CLASS_MODULES:
+        if attr.startswith("_"):
             return None
         try:
             obj = getattr(importlib.import_module(module), attr, None)
@@ -826,7 +828,8 @@ def load_checkpoint_dict(path: Path) -> Any:
         else:
             entries.append((obj, name))
     if refused:
-        shown = ", ".join(sorted(refused)[:4]) + (f" and {len(refused) - 4} more" if len(refused) > 4 else "")
+        printable = sorted("".join(ch if ch.isprintable() else "?" for ch in name) for name in refused)
+        shown = ", ".join(printable[:4]) + (f" and {len(refused) - 4} more" if len(refused) > 4 else "")
         raise ToolError(f"{path} was not loaded: it names {shown}, outside the YOLO checkpoint allow-list (unpickling it could run code); re-save it with ultralytics or pass an ONNX with --onnx", EXIT_USAGE)
     if "numpy.dtype" in needed:  # BUILD of a dtype needs its concrete class
         entries += [type(np.dtype(kind)) for kind in ("f2", "f4", "f8", "i4", "i8", "u1", "?")]
@@ -834,8 +837,13 @@ def load_checkpoint_dict(path: Path) -> Any:
         with serialization.safe_globals(entries):
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = (str(error).strip().splitlines() or [""])[0][:200]
-        raise ToolError(f"{path} was not loaded: {first}; re-save it with ultralytics or pass an ONNX with --onnx", EXIT_USAGE) from None
+        # torch wraps the reason ("WeightsUnpickler error: ...") in paragraphs of advice: keep the reason
+        text = str(error)
+        marker = "WeightsUnpickler error:"
+        tail = text.split(marker, 1)[1] if marker in text else text
+        reason = next((line.strip() for line in tail.splitlines() if line.strip()), "refused")
+        reason = "".join(ch if ch.isprintable() else "?" for ch in reason)[:200]
+        raise ToolError(f"{path} was not loaded: {reason} (weights_only load); re-save it with ultralytics or pass an ONNX with --onnx", EXIT_USAGE) from None
 
 
 def load_checkpoint_safely(path: Path) -> Any:

@@ -405,6 +405,38 @@ def test_crafted_pt_via_pt_option_in_process(tmp_path, payload, eval_activation)
     assert not marker.exists()
 
 
+class FunctionPayload:
+    """A function from an allowed module: ultralytics' own unsafe loader, pointed at another file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        from ultralytics.nn.tasks import torch_safe_load
+
+        return torch_safe_load, (self.marker + ".pt",)
+
+
+class GetattrPayload:
+    """getattr is allowed for the methods checkpoints pickle; not for anything else."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        from ultralytics.nn.modules.conv import Conv
+
+        return getattr, (Conv, "__init__")
+
+
+@pytest.mark.parametrize("payload, named", [(FunctionPayload, "torch_safe_load"), (GetattrPayload, "getattr(Conv, '__init__')")])
+def test_allowed_modules_and_getattr_do_not_open_other_doors(tmp_path, payload, named):
+    pt = crafted_pt(tmp_path / "door.pt", payload, tmp_path / "ran")
+    with pytest.raises(abe.ToolError, match=re.escape(named)) as error:
+        abe.load_checkpoint_dict(pt)
+    assert error.value.exit_code == abe.EXIT_USAGE and "\n" not in str(error.value)
+
+
 def test_bare_pt_name_found_elsewhere_needs_a_record(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     models = tmp_path / "models"
