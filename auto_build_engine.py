@@ -145,10 +145,25 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes | memoryview, before_replace: Callable[[], None] | None = None) -> None:
     """Write to a temp file in the same directory, fsync, then os.replace: never a torn file.
 
-    `before_replace` runs after the data is durable and before the rename.
+    `before_replace` runs after the data is durable and before the rename. The file gets the mode
+    a plain open() would give (0666 minus the umask), not mkstemp's 0600: with umask 0002/0007/0027
+    other uids of the volume's group can read (or replace) engines and sidecars.
     """
     import tempfile
 
@@ -159,6 +174,7 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, before_replace: Cal
         raise ToolError(f"cannot write in {path.parent} ({error.strerror}); make it writable or choose another directory", EXIT_USAGE) from None
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -587,10 +603,26 @@ class OnnxModel:
         return len(self.class_names)
 
 
+def clean_class_name(name: Any, index: int) -> str:
+    """One label line for nvinfer: no control/format/line-separator characters, no ';', never empty.
+
+    nvinfer reads labels.txt one line per class id, skips blank lines and splits a line on ';':
+    a newline (or U+2028, U+0085, ...) in a name would shift every later class id.
+    """
+    import unicodedata
+
+    text = "".join(" " if unicodedata.category(ch)[0] in "CZ" and ch != " " or ch == ";" else ch for ch in str(name))
+    return " ".join(text.split()) or f"class{index}"
+
+
+def labels_text(names: Sequence[Any]) -> str:
+    """The text of labels.txt: exactly len(names) lines, each through clean_class_name()."""
+    return "".join(f"{clean_class_name(name, index)}\n" for index, name in enumerate(names))
+
+
 def write_labels(path: Path, names: list[str]) -> None:
     """labels.txt for nvinfer: one class name a line, written atomically."""
-    clean = [" ".join(str(name).split()) or f"class{index}" for index, name in enumerate(names)]
-    atomic_write_text(Path(path), "".join(f"{name}\n" for name in clean))
+    atomic_write_text(Path(path), labels_text(names))
 
 
 def read_labels(path: Path) -> list[str]:
@@ -707,6 +739,8 @@ def _import_onnx_stack() -> tuple[Any, Any]:
 
 
 def _import_torch_stack() -> Any:
+    # ultralytics >= 8.4: its own weights_only switch, for any load it does itself (we load .pt files ourselves)
+    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
     try:
         with _signals_deferred():
             import torch
@@ -716,6 +750,195 @@ def _import_torch_stack() -> Any:
             raise KeyboardInterrupt from None
         raise ToolError(f"exporting a .pt needs torch and ultralytics ({error}); pip install torch ultralytics, or pass --onnx", EXIT_ENVIRONMENT) from None
     return torch
+
+
+# -- loading .pt weights without running code from them ---------------------------------------
+#
+# A .pt is a pickle: unpickling it with weights_only=False runs whatever it names. Weights are
+# loaded with torch.load(weights_only=True) and an allow-list of ultralytics/torch.nn classes.
+# The allow-list holds *guards*, not the classes: a guard builds an empty instance of its class
+# (no constructor runs: DetectionModel(cfg) would eval() the cfg's activation in ultralytics
+# 8.3/8.4) and the pickled state is then set on it. The real classes are registered only under
+# a random per-process name, which BUILD needs and no file can know.
+
+DOWNLOAD_RECORD_SUFFIX = ".autobuild-download.json"  # MODELS_DIR/.<name>.pt<suffix>
+_CHECKPOINT_CLASS_MODULES = ("ultralytics.nn.tasks", "ultralytics.nn.modules", "torch.nn.modules")
+_CHECKPOINT_PLAIN_CLASS_MODULES = ("ultralytics.utils.loss", "ultralytics.utils.tal")
+_CHECKPOINT_METHODS = frozenset({"forward", "forward_fuse", "forward_split"})
+_GUARDS: dict[type, type] = {}  # class -> its guard
+_GUARDED: dict[type, type] = {}  # guard -> class
+_GUARD_PREFIX = ""
+
+
+def _guard(cls: type) -> type:
+    """A stand-in whose construction (NEWOBJ or REDUCE) gives an empty `cls` instance, args ignored."""
+    if cls not in _GUARDS:
+        def __new__(_guard_cls: type, *_args: Any, **_kwargs: Any) -> Any:
+            return object.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls)
+
+        guard = type(cls.__name__, (), {"__new__": __new__, "__module__": __name__})
+        _GUARDS[cls], _GUARDED[guard] = guard, cls
+    return _GUARDS[cls]
+
+
+def _checkpoint_getattr(obj: Any, name: str) -> Any:
+    """`getattr` as checkpoints pickle it (`Detect.forward`, a fused module's `forward_fuse`): methods only."""
+    import torch
+
+    obj = _GUARDED.get(obj, obj)
+    is_module_class = isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+    if name not in _CHECKPOINT_METHODS or not (is_module_class or isinstance(obj, torch.nn.Module)):
+        import pickle
+
+        shown = obj.__name__ if isinstance(obj, type) else type(obj).__name__
+        raise pickle.UnpicklingError(f"getattr({shown}, {name!r}) is not allowed in a checkpoint")
+    return getattr(obj, name)
+
+
+def _checkpoint_allowed(name: str) -> tuple[Any, bool] | None:
+    """(object, guarded) for a global a YOLO checkpoint may name; None for anything else."""
+    import importlib
+    import pathlib
+
+    import numpy as np
+    import torch
+
+    module, _, attr = name.rpartition(".")
+    in_class_modules = any(module == top or module.startswith(top + ".") for top in _CHECKPOINT_CLASS_MODULES)
+    if in_class_modules or module in _CHECKPOINT_PLAIN_CLASS_MODULES:
+        if attr.startswith("_"):
+            return None
+        try:
+            obj = getattr(importlib.import_module(module), attr, None)
+        except ImportError:
+            return None
+        if not isinstance(obj, type):
+            return None
+        if module in _CHECKPOINT_PLAIN_CLASS_MODULES:
+            return (obj, True) if obj.__module__ == module else None
+        return (obj, True) if issubclass(obj, torch.nn.Module) else None
+    fixed: dict[str, tuple[Any, bool]] = {
+        "builtins.getattr": (_checkpoint_getattr, False),
+        "numpy.dtype": (np.dtype, False),
+        "numpy.core.multiarray.scalar": (np.float64(0).__reduce__()[0], False),
+        "numpy._core.multiarray.scalar": (np.float64(0).__reduce__()[0], False),
+        # a path object is only data (building one touches no file); either OS's pickle -> this OS's class
+        "pathlib.PosixPath": (pathlib.Path, False),
+        "pathlib.WindowsPath": (pathlib.Path, False),
+        "pathlib._local.PosixPath": (pathlib.Path, False),
+        "pathlib._local.WindowsPath": (pathlib.Path, False),
+        "ultralytics.nn.modules.block.Silence": (torch.nn.Identity, True),  # YOLOv9e
+    }
+    if name in fixed:
+        return fixed[name]
+    if name in ("ultralytics.utils.IterableSimpleNamespace", "ultralytics.yolo.utils.IterableSimpleNamespace"):
+        from ultralytics.utils import IterableSimpleNamespace
+
+        return IterableSimpleNamespace, True
+    if name == "ultralytics.nn.tasks.YOLOv10DetectionModel":
+        from ultralytics.nn.tasks import DetectionModel
+
+        return DetectionModel, True
+    return None
+
+
+def load_checkpoint_dict(path: Path) -> Any:
+    """torch.load(weights_only=True) of `path` exactly (never downloaded, never searched for).
+
+    ToolError (exit 2) when the file names anything outside the allow-list: it is refused
+    before a single object is built.
+    """
+    global _GUARD_PREFIX
+    import pickle
+    import secrets
+
+    import numpy as np
+    import torch
+
+    serialization = torch.serialization
+    if not hasattr(serialization, "get_unsafe_globals_in_checkpoint") or not hasattr(serialization, "safe_globals"):
+        raise ToolError(f"loading .pt weights safely needs torch >= 2.6 (this is {torch.__version__}); upgrade torch or pass --onnx", EXIT_ENVIRONMENT)
+    try:
+        needed = serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as error:
+        raise ToolError(f"{path} is not a torch zip checkpoint ({type(error).__name__}); re-save it with ultralytics or pass --onnx", EXIT_USAGE) from None
+    entries: list[Any] = []
+    refused = []
+    for name in needed:
+        allowed = _checkpoint_allowed(name)
+        if allowed is None:
+            refused.append(name)
+            continue
+        obj, guarded = allowed
+        if guarded:
+            _GUARD_PREFIX = _GUARD_PREFIX or f"autobuild_{secrets.token_hex(16)}"
+            entries += [(_guard(obj), name), (obj, f"{_GUARD_PREFIX}.{obj.__module__}.{obj.__qualname__}")]
+        else:
+            entries.append((obj, name))
+    if refused:
+        printable = sorted("".join(ch if ch.isprintable() else "?" for ch in name) for name in refused)
+        shown = ", ".join(printable[:4]) + (f" and {len(refused) - 4} more" if len(refused) > 4 else "")
+        raise ToolError(f"{path} was not loaded: it names {shown}, outside the YOLO checkpoint allow-list (unpickling it could run code); re-save it with ultralytics or pass an ONNX with --onnx", EXIT_USAGE)
+    if "numpy.dtype" in needed:  # BUILD of a dtype needs its concrete class
+        entries += [type(np.dtype(kind)) for kind in ("f2", "f4", "f8", "i4", "i8", "u1", "?")]
+    try:
+        with serialization.safe_globals(entries):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch wraps the reason ("WeightsUnpickler error: ...") in paragraphs of advice: keep the reason
+        text = str(error)
+        marker = "WeightsUnpickler error:"
+        tail = text.split(marker, 1)[1] if marker in text else text
+        reason = next((line.strip() for line in tail.splitlines() if line.strip()), "refused")
+        reason = "".join(ch if ch.isprintable() else "?" for ch in reason)[:200]
+        raise ToolError(f"{path} was not loaded: {reason} (weights_only load); re-save it with ultralytics or pass an ONNX with --onnx", EXIT_USAGE) from None
+
+
+def load_checkpoint_safely(path: Path) -> Any:
+    """The FP32 eval-mode model of an ultralytics checkpoint, loaded with load_checkpoint_dict()."""
+    import torch
+    from ultralytics.nn.tasks import guess_model_task
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    ckpt = load_checkpoint_dict(path)
+    candidate = None
+    if isinstance(ckpt, dict):
+        candidate = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    if not isinstance(candidate, torch.nn.Module):
+        raise ToolError(f"{path} holds no ultralytics model (no 'model' or 'ema' module); give a YOLO .pt checkpoint", EXIT_USAGE)
+    model = candidate.float()
+    train_args = ckpt.get("train_args")
+    model.args = {**DEFAULT_CFG_DICT, **(train_args if isinstance(train_args, dict) else {})}
+    model.pt_path = str(path)
+    model.task = getattr(model, "task", None) or guess_model_task(model)
+    if not hasattr(model, "stride"):
+        model.stride = torch.tensor([32.0])
+    model = model.eval()
+    for module in model.modules():  # as ultralytics' load_checkpoint does
+        if hasattr(module, "inplace"):
+            module.inplace = True
+        elif isinstance(module, torch.nn.Upsample) and not hasattr(module, "recompute_scale_factor"):
+            module.recompute_scale_factor = None
+    return model
+
+
+def download_record_path(weights: Path) -> Path:
+    return Path(weights).with_name(f".{Path(weights).name}{DOWNLOAD_RECORD_SUFFIX}")
+
+
+def record_download(weights: Path, sha256: str) -> None:
+    """Note that this tool downloaded `weights` (name, size, sha256) so a later search may load it."""
+    record = {"file": weights.name, "size": weights.stat().st_size, "sha256": sha256,
+              "downloaded_by": f"auto_build_engine.py {TOOL_VERSION}", "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_text(download_record_path(weights), json.dumps(record, indent=2) + "\n")
+
+
+def is_recorded_download(weights: Path, sha256: str) -> bool:
+    try:
+        record = json.loads(download_record_path(weights).read_text())
+        return bool(record["file"] == weights.name and record["sha256"] == sha256 and record["size"] == weights.stat().st_size)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _read_metadata(model_proto: Any) -> dict[str, str]:
@@ -946,16 +1169,19 @@ class YOLOExporter:
         options = self.options
         model_name = weights.stem
         target = exported_onnx_path(options.models_dir, model_name, options.imgsz)
+        downloaded = False
         if not weights.is_file() and not _is_model_yaml(weights):
             reusable = self._reusable_without_weights(target, weights.name)
             if reusable is not None:
                 return reusable
-            weights = self._download(weights)
+            weights, downloaded = self._download(weights), True
         source = weights
         source_sha = self._source_sha256(source)
         reused = self._reusable(target, source_sha)
         if reused is not None:
             return reused
+        if not downloaded:
+            self._check_trusted(source, source_sha)
         _ensure_writable_dir(Path(options.models_dir), "MODELS_DIR")
         names = self.export(source, target, model_name=model_name, source_sha256=source_sha)
         return OnnxModel(target, model_name, options.imgsz, names, "exported")
@@ -1017,9 +1243,25 @@ class YOLOExporter:
                 return found
             os.replace(found, weights)
             fsync_directory(weights.parent)
+            record_download(weights, sha256_of_file(weights))
             return weights
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _check_trusted(self, weights: Path, sha256: str) -> None:
+        """Only weights the user named, or a download this tool recorded, are ever unpickled.
+
+        A .pt found by searching (MODEL mode, or a bare --pt name found in another directory) may
+        have been dropped into a shared volume by anyone who can write it.
+        """
+        if _is_model_yaml(weights):
+            return  # a yaml is not a pickle
+        named = Path(self.options.pt) if self.options.pt is not None else None
+        if named is not None and named.is_file() and os.path.samefile(named, weights):
+            return
+        if is_recorded_download(weights, sha256):
+            return
+        raise ToolError(f"{weights} was found by searching, not named, and this tool did not download it; a .pt can run code when loaded: if you trust it, set PT_PATH={os.path.abspath(weights)} (or --pt)", EXIT_USAGE)
 
     @staticmethod
     def _load_yaml_cfg(path: Path) -> dict[str, Any]:
@@ -1047,7 +1289,7 @@ class YOLOExporter:
     def load_detection_model(self, source: Path) -> Any:
         """The ultralytics DetectionModel from a checkpoint or a model yaml; ToolError if it is not one."""
         torch = _import_torch_stack()
-        from ultralytics.nn.tasks import DetectionModel, guess_model_task, load_checkpoint
+        from ultralytics.nn.tasks import DetectionModel, guess_model_task
 
         if _is_model_yaml(source):
             cfg = self._load_yaml_cfg(source)
@@ -1064,7 +1306,9 @@ class YOLOExporter:
         else:
             check_checkpoint_archive(source)
             try:
-                model, _ = load_checkpoint(str(source))
+                model = load_checkpoint_safely(source)
+            except ToolError:
+                raise
             except Exception as error:
                 first = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 raise ToolError(f"{source} is not a loadable YOLO checkpoint ({type(error).__name__}{': ' + first[:160] if first else ''}); re-download or re-export it", EXIT_USAGE) from None
@@ -1526,6 +1770,8 @@ class Sidecar:
             data = json.loads(Path(path).read_text())
         except IsADirectoryError:
             raise ValueError(f"sidecar {Path(path).name} is a directory") from None
+        except PermissionError:  # not "no sidecar": another uid built it with a mode this uid cannot read
+            raise ToolError(f"uid {os.getuid()} cannot read the sidecar {path} (permission denied): the engine there was built by another uid; share the volume through a group (setgid directory, umask 0027 or 0007: README Security) or run as that uid", EXIT_USAGE) from None
         except OSError:
             raise ValueError(f"no sidecar {Path(path).name}") from None
         except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
@@ -1706,6 +1952,7 @@ class BuildLock:
             from filelock import FileLock, Timeout
         except ImportError:
             raise ToolError("filelock is not installed; pip install filelock", EXIT_ENVIRONMENT) from None
+        self._check_lock_file()
         self._lock = FileLock(str(self.path))
         try:
             self._lock.acquire(timeout=0)
@@ -1716,13 +1963,59 @@ class BuildLock:
             except Timeout:
                 raise ToolError(f"timed out after {self.timeout_s:.0f}s waiting for {self.path} ({self._owner()}); raise {LOCK_TIMEOUT_ENV} or stop the other build", EXIT_BUILD_FAILED) from None
         except OSError as error:
-            raise ToolError(f"cannot create {self.path} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE) from None
+            raise self._open_error(error) from None
         owner = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
             atomic_write_text(self.owner_path, json.dumps(owner))
         except ToolError:
             pass
         return self
+
+    def _check_lock_file(self) -> None:
+        """The lock must be a regular file in ENGINE_DIR: a symlink (to a file, dangling) or a FIFO,
+        device, directory is refused, and the file is created with O_NOFOLLOW, so nothing outside
+        the volume is ever created, truncated or chmod'ed through it. Mode: 0666 minus the umask."""
+        import stat
+
+        try:
+            st: os.stat_result | None = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        except OSError as error:
+            raise self._open_error(error) from None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise self._not_regular(st.st_mode)
+        flags = os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as error:
+            raise self._open_error(error) from None
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(mode):
+            raise self._not_regular(mode)
+
+    def _not_regular(self, mode: int) -> ToolError:
+        import stat
+
+        kind = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        return ToolError(f"{self.path} is {kind}; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it points to was touched)", EXIT_USAGE)
+
+    def _open_error(self, error: OSError) -> ToolError:
+        import errno
+
+        if error.errno == errno.ELOOP:
+            return ToolError(f"{self.path} is a symlink; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it points to was touched)", EXIT_USAGE)
+        if isinstance(error, PermissionError) and self.path.exists():
+            try:
+                st = self.path.stat()
+                detail = f"mode {st.st_mode & 0o777:04o}, owner uid {st.st_uid} gid {st.st_gid}"
+            except OSError:
+                detail = "not readable"
+            return ToolError(f"{self.path} is not writable by uid {os.getuid()} ({detail}); several uids on one volume need a group-writable ENGINE_DIR and umask 0002 or 0007 (README: Security)", EXIT_USAGE)
+        return ToolError(f"cannot create {self.path} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE)
 
     def _owner(self) -> str:
         try:
@@ -2114,6 +2407,7 @@ def install_files(files: Sequence[tuple[Path, bytes | memoryview]], before_repla
                 raise ToolError(f"cannot write in {target.parent} ({error.strerror}); make it writable or choose another directory", EXIT_USAGE) from None
             staged.append((Path(tmp_name), target))
             with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # as atomic_write_bytes: group-shared volumes
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -2219,10 +2513,34 @@ PARSER_FUNCTION = "NvDsInferParseYolo"
 PARSER_LIB_ENV = "YOLO_PARSER_LIB"
 
 
+def config_value_problem(value: str) -> str | None:
+    """Why `value` cannot go into the nvinfer config as is (None if it can).
+
+    nvinfer reads the config with GKeyFile: a line break (or any non-printable character) would
+    end the value and start a new key or a `[group]`; GKeyFile drops leading blanks and turns
+    backslash sequences (\\n, \\s, ...) into other characters.
+    """
+    if any(not ch.isprintable() for ch in value):
+        return "a newline or another non-printable character"
+    if value != value.strip():
+        return "leading or trailing blanks"
+    if "\\" in value:
+        return "a backslash (GKeyFile reads it as an escape)"
+    return None
+
+
+def check_config_text(what: str, value: str) -> None:
+    """ToolError (exit 2) when `value` (named `what` in the message) would corrupt the nvinfer config."""
+    problem = config_value_problem(str(value))
+    if problem is not None:
+        raise ToolError(f"{what} {str(value)!r} contains {problem}; use a plain path or value (nothing was written)", EXIT_USAGE)
+
+
 def parser_library_path() -> Path:
     """The bbox parser built from nvdsinfer_yolo/ (in the image: /app/nvdsinfer_yolo/...)."""
     override = os.environ.get(PARSER_LIB_ENV)
     if override:
+        check_config_text(PARSER_LIB_ENV, override)
         return Path(override).absolute()
     return Path(__file__).resolve().parent / "nvdsinfer_yolo" / "libnvdsinfer_yolo.so"
 
@@ -2302,13 +2620,15 @@ class DeepStreamConfig:
             f"# engine: {self.plan.stem} ({self.sidecar.precision_built}, batch {self.sidecar.profile['min'][0]}-{self.sidecar.profile['opt'][0]}-{self.sidecar.max_batch})",
         ]
         for section, values in self.sections().items():
+            for key, value in values.items():  # every value is checked before anything is written
+                check_config_text(f"nvinfer config value {key}=", value)
             lines.append(f"[{section}]")
             lines.extend(f"{key}={value}" for key, value in values.items())
             lines.append("")
         return "\n".join(lines)
 
     def labels_text(self) -> str:
-        return "".join(f"{name}\n" for name in self.sidecar.class_names)
+        return labels_text(self.sidecar.class_names)
 
     def is_current(self) -> bool:
         """True when the files on disk say exactly what we would write (so --check can trust them)."""
@@ -2680,8 +3000,13 @@ def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | N
             value = convert(raw)
         except ToolError as error:
             raise ToolError(str(error).replace(flag, source, 1)) from None
+        if convert is Path:  # paths end up in the nvinfer config: UTF-8, no line breaks, no control characters
+            _validate_path(source, value)
+            check_config_text(source, raw)
         setattr(options, dest, value)
         options.explicit.add(dest)
+    if environ.get(PARSER_LIB_ENV):  # goes into the nvinfer config too: refuse it before anything is built
+        check_config_text(PARSER_LIB_ENV, environ[PARSER_LIB_ENV])
     for name in ("force", "check", "info", "json", "dry_run", "benchmark", "batches", "compare_trtexec", "deep"):
         setattr(options, name, getattr(namespace, name))
     if namespace.seconds is not None:

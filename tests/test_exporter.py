@@ -393,7 +393,8 @@ def test_download_lands_in_models_dir(tmp_path, checkpoint_small, monkeypatch):
     result = abe.YOLOExporter(make_options(tmp_path, model="yolo11z", imgsz=320, opt_batch=2, max_batch=2)).resolve()
     models = tmp_path / "models"
     assert calls and calls[0].name == "yolo11z.pt" and calls[0].parent.parent == models
-    assert sorted(p.name for p in models.iterdir()) == ["yolo11z.pt", "yolo11z_320_ds.onnx"]
+    # the download and this tool's record of it (name, size, sha256: a later search may load it)
+    assert sorted(p.name for p in models.iterdir()) == [".yolo11z.pt.autobuild-download.json", "yolo11z.pt", "yolo11z_320_ds.onnx"]
     assert result.origin == "exported" and result.class_names == ["a", "b"]
     assert not (tmp_path / "yolo11z.pt").exists()
 
