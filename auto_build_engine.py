@@ -1037,73 +1037,77 @@ class SlotComparison:
     class_changes: int
     min_iou: float
     max_score_diff: float
+    class_ties: int = 0  # class flipped between two classes scored alike (same box, same score)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.class_changes) and self.min_iou >= COMPARE_MIN_IOU and self.max_score_diff <= COMPARE_SCORE_TOLERANCE
+        ties_allowed = max(1, self.expected // 10)
+        return (not (self.missing or self.extra or self.class_changes) and self.class_ties <= ties_allowed
+                and self.min_iou >= COMPARE_MIN_IOU and self.max_score_diff <= COMPARE_SCORE_TOLERANCE)
 
     def figures(self) -> str:
         text = f"{self.matched}/{self.expected} boxes matched"
         if self.missing or self.extra:
             text += f" ({self.missing} missing, {self.extra} extra)"
-        iou = f"min IoU {self.min_iou:.3f}" + (f" < {COMPARE_MIN_IOU}" if self.min_iou < COMPARE_MIN_IOU else "") if self.matched else "min IoU -"
+        iou = f"min IoU {self.min_iou:.3f}" + (f" < {COMPARE_MIN_IOU}" if self.min_iou < COMPARE_MIN_IOU else "")
         score = f"max score diff {self.max_score_diff:.3f}" + (f" > {COMPARE_SCORE_TOLERANCE}" if self.max_score_diff > COMPARE_SCORE_TOLERANCE else "")
-        return f"{text}, {iou}, {score}, {self.class_changes} class changes"
+        ties = f", {self.class_ties} class ties" if self.class_ties else ""
+        return f"{text}, {iou}, {score}, {self.class_changes} class changes{ties}"
 
 
 def compare_detections(expected_rows: Any, found_rows: Any, settings: DecodeSettings) -> SlotComparison:
-    """Pair each expected box with a found one and back; the figures say how far they are apart.
+    """Each box after decode + NMS on one side must be there on the other side, and back.
 
-    Pairing, in order: the found box of the same anchor; else the found side's row for that anchor
-    when it holds the same box (IoU, class, score within tolerance: the box was only across the
-    threshold, or NMS kept a neighbour; FP16 noise does that); else the best-overlapping found box
-    (same class first, IoU >= 0.5), whose IoU/class/score are then judged; else it is missing.
+    Rows are anchors, so a box is looked up at its own anchor: the other side's detection of that
+    anchor, or else the other side's raw row of that anchor (the box was only across the score
+    threshold there, or NMS kept a neighbour instead, which FP16 noise does). Judged: IoU, score
+    difference, class. A class that differs while box and score agree is a tie between two classes
+    (FP16 noise flips the argmax of near-equal class scores): counted apart, tolerated for up to
+    10% of the boxes. The figures of boxes that fail are folded into min IoU / max score diff.
     """
     import numpy as np
 
+    size = float(settings.imgsz)
+    state = {"matched": 0, "missing": 0, "extra": 0, "changes": 0, "ties": 0, "min_iou": 1.0, "max_diff": 0.0}
+
+    def judge(detection: Detection, box: Any, score: float, class_id: int) -> bool:
+        iou = float(_iou(detection.box, np.clip(np.asarray(box, dtype=np.float64), 0.0, size))[0])
+        diff = abs(float(score) - detection.score)
+        close = iou >= COMPARE_MIN_IOU and diff <= COMPARE_SCORE_TOLERANCE
+        state["min_iou"] = min(state["min_iou"], iou)
+        state["max_diff"] = max(state["max_diff"], diff)
+        if class_id != detection.class_id:
+            state["ties" if close else "changes"] += 1
+        return close
+
+    def raw_row(rows: Any, anchor: int) -> tuple[Any, float, int] | None:
+        row = np.asarray(rows[anchor], dtype=np.float64)
+        if not np.isfinite(row).all():
+            return None
+        return row[:4], float(row[4]), int(np.rint(row[5]))
+
     expected, found = decode_detections(expected_rows, settings), decode_detections(found_rows, settings)
-    by_anchor = {d.anchor: i for i, d in enumerate(found)}
-    used: set[int] = set()
-    matched = missing = class_changes = 0
-    min_iou, max_diff = 1.0, 0.0
-    found_boxes = np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4)
-
-    def same_anchor(detection: Detection, other_rows: Any) -> bool:
-        row = np.asarray(other_rows[detection.anchor], dtype=np.float64)
-        if not np.isfinite(row).all() or int(np.rint(row[5])) != detection.class_id:
-            return False
-        box = np.clip(row[:4], 0.0, float(settings.imgsz))
-        return bool(_iou(detection.box, box)[0] >= COMPARE_MIN_IOU) and abs(row[4] - detection.score) <= COMPARE_SCORE_TOLERANCE
-
-    def pair(detection: Detection, index: int, overlap: float) -> None:
-        nonlocal matched, class_changes, min_iou, max_diff
-        used.add(index)
-        matched += 1
-        class_changes += found[index].class_id != detection.class_id
-        min_iou = min(min_iou, overlap)
-        max_diff = max(max_diff, abs(found[index].score - detection.score))
-
-    later = []
+    found_by_anchor = {d.anchor: d for d in found}
+    expected_anchors = {d.anchor for d in expected}
     for detection in expected:
-        index = by_anchor.get(detection.anchor)
-        if index is not None:
-            pair(detection, index, float(_iou(detection.box, found_boxes[index])[0]))
-        elif same_anchor(detection, found_rows):
-            matched += 1
+        partner = found_by_anchor.get(detection.anchor)
+        if partner is not None:
+            judge(detection, partner.box, partner.score, partner.class_id)
+            state["matched"] += 1
+            continue
+        row = raw_row(found_rows, detection.anchor)
+        if row is not None and judge(detection, *row):
+            state["matched"] += 1
         else:
-            later.append(detection)
-    for detection in later:  # what moved to another anchor, or is gone
-        overlaps = _iou(detection.box, found_boxes) if len(found) else np.zeros(0)
-        free = [i for i in range(len(found)) if i not in used and overlaps[i] >= 0.5]
-        same = [i for i in free if found[i].class_id == detection.class_id]
-        pool = same or free
-        if pool:
-            best = max(pool, key=lambda i: overlaps[i])
-            pair(detection, best, float(overlaps[best]))
-        else:
-            missing += 1
-    extra = sum(1 for i, detection in enumerate(found) if i not in used and not same_anchor(detection, expected_rows))
-    return SlotComparison(len(expected), len(found), matched, missing, extra, class_changes, min_iou, max_diff)
+            state["missing"] += 1
+    for detection in found:
+        if detection.anchor in expected_anchors:
+            continue  # judged above
+        row = raw_row(expected_rows, detection.anchor)
+        if row is None or not judge(detection, *row):
+            state["extra"] += 1
+    return SlotComparison(len(expected), len(found), state["matched"], state["missing"], state["extra"], state["changes"],
+                          state["min_iou"], state["max_diff"], state["ties"])
 
 
 @dataclass
@@ -1424,12 +1428,18 @@ class YOLOExporter:
 
         wrapper = DeepStreamOutput(model).eval()
         dummy = torch.zeros(1, 3, imgsz, imgsz, device=self.device)
+        # the dry run only has to catch shape errors with a readable trace: at the smallest input
+        # the strides allow it costs ~1/400 of a forward at 1280 (several seconds for yolo11x on a CPU)
+        stride = int(max(getattr(model, "stride", torch.tensor([32.0])).max().item(), 32))
         buffer = io.BytesIO()
         with torch.no_grad(), warnings.catch_warnings():
             # TorchScript-exporter deprecation and tracer notes about the head's shape cache: expected
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-            wrapper(dummy)  # dry run: builds anchors, catches shape errors with a readable trace
+            wrapper(torch.zeros(1, 3, 2 * stride, 2 * stride, device=self.device))
+            for module in model.modules():
+                if isinstance(module, Detect):
+                    module.shape = None  # anchors for imgsz are made while tracing, then folded to constants
             torch.onnx.export(
                 wrapper, (dummy,), buffer,
                 opset_version=ONNX_OPSET,

@@ -265,3 +265,19 @@ def test_sidecar_without_the_new_fields_still_reads(tmp_path):
     path = tmp_path / "old.json"
     path.write_text(json.dumps(data))
     assert abe.Sidecar.read(path).timeline == []
+
+
+def test_class_ties_are_tolerated_but_not_for_many_boxes_and_not_with_a_score_change():
+    settings = abe.DecodeSettings(imgsz=640, num_classes=3, threshold=0.25)
+    rows = np.array([[10 + 40 * i, 10, 40 + 40 * i, 40, 0.5, 0] for i in range(12)], dtype=np.float32)
+    tie = rows.copy()
+    tie[0, 5] = 1  # argmax flipped between two classes scored alike: same box, same score
+    result = abe.compare_detections(rows, tie, settings)
+    assert result.ok and result.class_ties == 1 and result.class_changes == 0 and "1 class ties" in result.figures()
+    many = rows.copy()
+    many[:3, 5] = 1  # 3 of 12 boxes: more than 10%
+    assert not abe.compare_detections(rows, many, settings).ok
+    changed = tie.copy()
+    changed[0, 4] = 0.9
+    result = abe.compare_detections(rows, changed, settings)
+    assert not result.ok and result.class_changes == 1 and "max score diff 0.400 > 0.05" in result.figures()
