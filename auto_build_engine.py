@@ -1128,13 +1128,14 @@ def check_engine_outputs(reference: Reference, outputs: dict[int, Any]) -> Engin
     """outputs: batch -> [batch,N,6] engine output for the reference image repeated `batch` times."""
     settings = reference.settings
     count = len(reference.detections)
-    worst_iou, worst_diff, failure = 1.0, 0.0, None
+    worst_iou, worst_diff, ties, failure = 1.0, 0.0, 0, None
     for batch, output in sorted(outputs.items()):
         for slot in range(batch):
             result = compare_detections(reference.rows, output[slot], settings)
             if result.matched:
                 worst_iou = min(worst_iou, result.min_iou)
             worst_diff = max(worst_diff, result.max_score_diff)
+            ties = max(ties, result.class_ties)
             if failure is None and not result.ok:
                 failure = f"batch {batch} slot {slot} vs ONNX: {result.figures()}"
             if slot and failure is None:
@@ -1146,8 +1147,8 @@ def check_engine_outputs(reference: Reference, outputs: dict[int, Any]) -> Engin
     if failure is not None:
         line = f"{where}: MISMATCH at {failure} (needs IoU >= {COMPARE_MIN_IOU}, same class, score within {COMPARE_SCORE_TOLERANCE})"
     else:
-        line = f"{where}: {count}/{count} boxes matched in every slot, min IoU {worst_iou:.3f}, max score diff {worst_diff:.3f}, classes equal, slots identical"
-    return EngineCheck(failure is None, line, batches, count, {"min_iou": round(worst_iou, 4), "max_score_diff": round(worst_diff, 4)})
+        line = f"{where}: {count}/{count} boxes matched in every slot, min IoU {worst_iou:.3f}, max score diff {worst_diff:.3f}, classes equal{f' but {ties} class ties' if ties else ''}, slots identical"
+    return EngineCheck(failure is None, line, batches, count, {"min_iou": round(worst_iou, 4), "max_score_diff": round(worst_diff, 4), "class_ties": ties})
 
 
 class YOLOExporter:
