@@ -1431,7 +1431,7 @@ class YOLOExporter:
         dummy = torch.zeros(1, 3, imgsz, imgsz, device=self.device)
         # the dry run only has to catch shape errors with a readable trace: at the smallest input
         # the strides allow it costs ~1/400 of a forward at 1280 (several seconds for yolo11x on a CPU)
-        stride = int(max(getattr(model, "stride", torch.tensor([32.0])).max().item(), 32))
+        stride = int(max(float(torch.as_tensor(getattr(model, "stride", 32.0)).max()), 32.0))
         buffer = io.BytesIO()
         with torch.no_grad(), warnings.catch_warnings():
             # TorchScript-exporter deprecation and tracer notes about the head's shape cache: expected
@@ -1592,7 +1592,6 @@ class YOLOExporter:
                 (output,) = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: images})
             except Exception as error:
                 raise ToolError(f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}: {str(error).strip().splitlines()[0][:160] if str(error).strip() else ''}); export it again", EXIT_USAGE) from None
-            del images
             anchors = anchors or output.shape[1]
             if output.shape != (batch, anchors, 6) or output.dtype != np.float32:
                 raise ToolError(f"{path}: onnxruntime output at batch {batch} is {list(output.shape)} {output.dtype}, expected [{batch},{anchors},6] float32", EXIT_USAGE)
@@ -1605,9 +1604,9 @@ class YOLOExporter:
                 if not result.ok:
                     raise ToolError(f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image ({result.figures()}); the graph mixes batch slots, export it again", EXIT_USAGE)
             checked.append(batch)
-            del output
-            # onnxruntime's arena keeps what the run needed, so resident growth approximates its peak
+            # onnxruntime's arena keeps what the run needed, so resident growth (input included) approximates its peak
             per_image = max(per_image, (_rss_bytes() - baseline) // batch)
+            del images, output
         del session
         assert reference is not None
         boxes = len(reference.detections)
@@ -2925,7 +2924,10 @@ def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sideca
         rewritten = config.write()
     if built:  # the sidecar gets the whole timeline; same engine, so the pair stays valid
         sidecar.timeline = TIMELINE.as_json() + [{"phase": "total", "seconds": round(time.monotonic() - TIMELINE.started, 2)}]
-        atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
+        try:
+            atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
+        except ToolError as error:  # the sidecar written at install stays valid; only the config phase is missing
+            notice(f"the timeline could not be added to {plan.sidecar_path.name} ({error})")
     gpu = plan.gpu
     assert gpu is not None
     report = [

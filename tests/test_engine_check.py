@@ -281,3 +281,21 @@ def test_class_ties_are_tolerated_but_not_for_many_boxes_and_not_with_a_score_ch
     changed[0, 4] = 0.9
     result = abe.compare_detections(rows, changed, settings)
     assert not result.ok and result.class_changes == 1 and "max score diff 0.400 > 0.05" in result.figures()
+
+
+def test_without_the_asset_a_fixed_synthetic_scene_is_used_with_a_notice(capsys):
+    image, name = abe.letterbox_image(None, 64)
+    again, _ = abe.letterbox_image(None, 64)
+    assert name == "synthetic scene" and image.shape == (3, 64, 64) and np.array_equal(image, again)
+    assert len(np.unique(image.reshape(3, -1), axis=1).T) >= 4  # grey and three coloured blocks
+    assert "synthetic test scene" in capsys.readouterr().err
+
+
+def test_letterbox_matches_ultralytics():
+    from ultralytics.data.augment import LetterBox
+    import cv2
+
+    path = abe.reference_image_path()
+    ours, _ = abe.letterbox_image(path, IMGSZ)
+    theirs = LetterBox((IMGSZ, IMGSZ), auto=False, scaleup=True)(image=cv2.imread(str(path)))
+    assert np.array_equal(ours, np.ascontiguousarray(theirs[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0)
