@@ -31,13 +31,13 @@ def lively_checkpoint(path: Path) -> Path:
     """yolo11n from its yaml with weights re-drawn (export_helpers.enliven) and the DFL kept an
     arange(16) projection, so boxes are object-sized and scores spread over ~0.2..0.6."""
     import torch
-    from export_helpers import enliven, save_checkpoint
+    from export_helpers import enliven, image_batch, save_checkpoint
     from ultralytics.nn.modules.block import DFL
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
     model = DetectionModel(cfg="yolo11n.yaml", verbose=False)
-    enliven(model, 0)
+    enliven(model, 0, calibration=image_batch(IMGSZ, batch=2, seed=100))  # batch-norm statistics at the test size: cheaper
     for module in model.modules():
         if isinstance(module, DFL):
             module.conv.weight.data[:] = torch.arange(16, dtype=torch.float32).view(1, 16, 1, 1)
