@@ -1604,8 +1604,9 @@ class YOLOExporter:
                 if not result.ok:
                     raise ToolError(f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image ({result.figures()}); the graph mixes batch slots, export it again", EXIT_USAGE)
             checked.append(batch)
-            # onnxruntime's arena keeps what the run needed, so resident growth (input included) approximates its peak
-            per_image = max(per_image, (_rss_bytes() - baseline) // batch)
+            # onnxruntime's arena keeps what the run needed, so resident growth approximates its peak; at
+            # least the input and output themselves (freed memory reused by the arena can hide the growth)
+            per_image = max(per_image, (_rss_bytes() - baseline) // batch, (images.nbytes + output.nbytes) // batch)
             del images, output
         del session
         assert reference is not None
