@@ -21,6 +21,7 @@ if __name__ == "__main__":  # until main() takes over: a signal during start-up 
         signal.signal(_sig, _early_interrupt)
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import re
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 TOOL_VERSION = "0.1.0"
 
@@ -129,6 +130,53 @@ class ProgressBar:
                 self.stream.write("\r\033[K")
             self.stream.write(f"[{self.title}] {message} ({self.elapsed():.1f}s)\n")
             self.stream.flush()
+
+
+class Timeline:
+    """Where a first start spends its time, phase by phase (printed at the end, kept in the sidecar).
+
+    Phases nest: a phase's own figure excludes the phases run inside it, so the figures add
+    up to the total (e.g. "find/download" holds the export phase, which is counted apart).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.phases: list[list[Any]] = []  # [name, seconds], in the order they first ran
+        self._inner: list[float] = []
+        self.started = time.monotonic()
+
+    def add(self, name: str, seconds: float) -> None:
+        for entry in self.phases:
+            if entry[0] == name:
+                entry[1] += seconds
+                return
+        self.phases.append([name, seconds])
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.add(name, 0.0)  # listed in the order the phases start
+        began = time.monotonic()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            inner = self._inner.pop()
+            spent = time.monotonic() - began
+            self.add(name, spent - inner)
+            if self._inner:
+                self._inner[-1] += spent
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [{"phase": name, "seconds": round(seconds, 2)} for name, seconds in self.phases]
+
+    def line(self) -> str:
+        total = time.monotonic() - self.started
+        return " | ".join(f"{name} {seconds:.1f} s" for name, seconds in self.phases) + f" | total {total:.1f} s"
+
+
+TIMELINE = Timeline()  # reset by each run that may build
 
 
 def fsync_directory(directory: Path) -> None:
@@ -597,6 +645,7 @@ class OnnxModel:
     imgsz: int
     class_names: list[str]
     origin: str  # "exported" | "reused" | "given" | "adapted"
+    reference: Reference | None = None  # onnxruntime's output on the reference image (set by validate)
 
     @property
     def num_classes(self) -> int:
@@ -1137,6 +1186,272 @@ def check_checkpoint_archive(path: Path) -> None:
         raise ToolError(f"{path} declares {declared >> 20} MiB of data but only {available >> 20} MiB of memory is available; free memory or re-export it", EXIT_USAGE)
 
 
+# -- the reference: one real image through onnxruntime, compared with the engine later ---------
+
+REFERENCE_IMAGE = "bus.jpg"  # from ultralytics' assets: people and a bus, real detections
+LETTERBOX_GREY = 114
+# The engine passes when, after the same decode and NMS as nvinfer (nvdsinfer_yolo + cluster-mode=2),
+# every box of the ONNX has a partner in the engine's output and back: IoU >= COMPARE_MIN_IOU,
+# the same class, scores within COMPARE_SCORE_TOLERANCE. Why 0.05 for FP16 (docs/engine-check.md):
+# FP16 keeps 11 significant bits (2^-11 = 4.9e-4 relative per rounding); over ~300 layers the
+# logits drift by up to ~1e-2 relative, i.e. ~0.1 absolute on logits of |x| <= 10, and sigmoid's
+# slope is at most 0.25, so scores move by <= ~0.025. 0.05 is twice that; a dropped box or a 5 px
+# shift is far outside it, while nvinfer's own threshold (0.25 by default) is not crossed by it
+# for any box that is not already near the threshold (those are matched by anchor, see below).
+COMPARE_MIN_IOU = 0.9
+COMPARE_SCORE_TOLERANCE = 0.05
+
+
+def reference_image_path() -> Path | None:
+    """ultralytics/assets/bus.jpg, found without importing ultralytics."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("ultralytics")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / "assets" / REFERENCE_IMAGE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def letterbox_image(path: Path | None, size: int) -> tuple[Any, str]:
+    """The image as nvinfer feeds it (maintain-aspect-ratio, symmetric-padding): CHW RGB float32 0..1.
+
+    Same arithmetic as ultralytics' LetterBox (centred, grey 114). Returns (image, its name).
+    Without the asset or OpenCV, a fixed synthetic scene, with a notice: still not random noise.
+    """
+    import numpy as np
+
+    image = None
+    if path is not None:
+        try:
+            import cv2
+
+            image = cv2.imread(str(path))  # BGR uint8, None if unreadable
+        except ImportError:
+            image = None
+    if image is None:
+        notice(f"{REFERENCE_IMAGE} (ultralytics assets) or OpenCV not found; the ONNX/engine comparison uses a synthetic test scene")
+        canvas = np.full((size, size, 3), LETTERBOX_GREY, dtype=np.uint8)
+        for index, (x, y, w, h) in enumerate(((0.1, 0.2, 0.3, 0.5), (0.5, 0.1, 0.4, 0.3), (0.55, 0.55, 0.35, 0.35))):
+            x0, y0 = int(x * size), int(y * size)
+            canvas[y0:y0 + int(h * size), x0:x0 + int(w * size)] = ((40, 90, 200), (200, 60, 30), (30, 160, 60))[index]
+        return np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32) / 255.0, "synthetic scene"
+    import cv2
+
+    height, width = image.shape[:2]
+    ratio = min(size / height, size / width)
+    new_w, new_h = int(round(width * ratio)), int(round(height * ratio))
+    if (new_w, new_h) != (width, height):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    pad_w, pad_h = (size - new_w) / 2, (size - new_h) / 2
+    top, bottom = int(round(pad_h - 0.1)), int(round(pad_h + 0.1))
+    left, right = int(round(pad_w - 0.1)), int(round(pad_w + 0.1))
+    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(LETTERBOX_GREY,) * 3)
+    return np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0, Path(path).name
+
+
+@dataclass
+class DecodeSettings:
+    """What nvinfer is configured with: the comparison decodes both outputs the same way."""
+
+    imgsz: int
+    num_classes: int
+    threshold: float = 0.25
+    nms_iou: float = 0.45
+    topk: int = 300
+
+
+@dataclass
+class Reference:
+    """onnxruntime's [N,6] output for the reference image at batch 1, and its detections."""
+
+    image: Any  # [3,H,W] float32
+    image_name: str
+    rows: Any  # [N,6] float32
+    settings: DecodeSettings
+
+    @property
+    def detections(self) -> list[Detection]:
+        return decode_detections(self.rows, self.settings)
+
+
+@dataclass
+class Detection:
+    anchor: int
+    box: tuple[float, float, float, float]
+    score: float
+    class_id: int
+
+
+def _iou(box: Sequence[float], boxes: Any) -> Any:
+    import numpy as np
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = width * height
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def decode_detections(rows: Any, settings: DecodeSettings) -> list[Detection]:
+    """[N,6] rows -> boxes as nvdsinfer_yolo decodes them (class id rounding, threshold, clamp,
+    >= 1 px) and nvinfer's cluster-mode=2 keeps them (per-class greedy NMS, topk per class)."""
+    import numpy as np
+
+    rows = np.asarray(rows, dtype=np.float64)
+    size = float(settings.imgsz)
+    with np.errstate(invalid="ignore"):
+        classes = np.rint(rows[:, 5])
+        keep = (rows[:, 4] >= settings.threshold) & (rows[:, 5] > -0.5) & (rows[:, 5] < settings.num_classes - 0.5)
+        keep &= np.isfinite(rows[:, :4]).all(axis=1)
+    boxes = np.clip(rows[:, :4], 0.0, size)
+    keep &= (boxes[:, 2] - boxes[:, 0] >= 1.0) & (boxes[:, 3] - boxes[:, 1] >= 1.0)
+    found: list[Detection] = []
+    for class_id in np.unique(classes[keep]):
+        candidates = np.flatnonzero(keep & (classes == class_id))
+        candidates = candidates[np.argsort(-rows[candidates, 4], kind="stable")]
+        kept = 0
+        while candidates.size and kept < settings.topk:
+            best, candidates = candidates[0], candidates[1:]
+            found.append(Detection(int(best), tuple(float(v) for v in boxes[best]), float(rows[best, 4]), int(class_id)))
+            kept += 1
+            if candidates.size:
+                candidates = candidates[_iou(boxes[best], boxes[candidates]) <= settings.nms_iou]
+    found.sort(key=lambda d: -d.score)
+    return found
+
+
+@dataclass
+class SlotComparison:
+    """One set of detections against another (engine slot vs reference, or slot vs slot 0)."""
+
+    expected: int
+    found: int
+    matched: int
+    missing: int
+    extra: int
+    class_changes: int
+    min_iou: float
+    max_score_diff: float
+    class_ties: int = 0  # class flipped between two classes scored alike (same box, same score)
+
+    @property
+    def ok(self) -> bool:
+        ties_allowed = max(1, self.expected // 10)
+        return (not (self.missing or self.extra or self.class_changes) and self.class_ties <= ties_allowed
+                and self.min_iou >= COMPARE_MIN_IOU and self.max_score_diff <= COMPARE_SCORE_TOLERANCE)
+
+    def figures(self) -> str:
+        text = f"{self.matched}/{self.expected} boxes matched"
+        if self.missing or self.extra:
+            text += f" ({self.missing} missing, {self.extra} extra)"
+        iou = f"min IoU {self.min_iou:.3f}" + (f" < {COMPARE_MIN_IOU}" if self.min_iou < COMPARE_MIN_IOU else "")
+        score = f"max score diff {self.max_score_diff:.3f}" + (f" > {COMPARE_SCORE_TOLERANCE}" if self.max_score_diff > COMPARE_SCORE_TOLERANCE else "")
+        ties = f", {self.class_ties} class ties" if self.class_ties else ""
+        return f"{text}, {iou}, {score}, {self.class_changes} class changes{ties}"
+
+
+def compare_detections(expected_rows: Any, found_rows: Any, settings: DecodeSettings) -> SlotComparison:
+    """Each box after decode + NMS on one side must be there on the other side, and back.
+
+    Rows are anchors, so a box is looked up at its own anchor: the other side's detection of that
+    anchor, or else the other side's raw row of that anchor (the box was only across the score
+    threshold there, or NMS kept a neighbour instead, which FP16 noise does). Judged: IoU, score
+    difference, class. A class that differs while box and score agree is a tie between two classes
+    (FP16 noise flips the argmax of near-equal class scores): counted apart, tolerated for up to
+    10% of the boxes. The figures of boxes that fail are folded into min IoU / max score diff.
+    """
+    import numpy as np
+
+    size = float(settings.imgsz)
+    state = {"matched": 0, "missing": 0, "extra": 0, "changes": 0, "ties": 0, "min_iou": 1.0, "max_diff": 0.0}
+
+    def judge(detection: Detection, box: Any, score: float, class_id: int) -> bool:
+        iou = float(_iou(detection.box, np.clip(np.asarray(box, dtype=np.float64), 0.0, size))[0])
+        diff = abs(float(score) - detection.score)
+        close = iou >= COMPARE_MIN_IOU and diff <= COMPARE_SCORE_TOLERANCE
+        state["min_iou"] = min(state["min_iou"], iou)
+        state["max_diff"] = max(state["max_diff"], diff)
+        if class_id != detection.class_id:
+            state["ties" if close else "changes"] += 1
+        return close
+
+    def raw_row(rows: Any, anchor: int) -> tuple[Any, float, int] | None:
+        row = np.asarray(rows[anchor], dtype=np.float64)
+        if not np.isfinite(row).all():
+            return None
+        return row[:4], float(row[4]), int(np.rint(row[5]))
+
+    expected, found = decode_detections(expected_rows, settings), decode_detections(found_rows, settings)
+    found_by_anchor = {d.anchor: d for d in found}
+    expected_anchors = {d.anchor for d in expected}
+    for detection in expected:
+        partner = found_by_anchor.get(detection.anchor)
+        if partner is not None:
+            judge(detection, partner.box, partner.score, partner.class_id)
+            state["matched"] += 1
+            continue
+        row = raw_row(found_rows, detection.anchor)
+        if row is not None and judge(detection, *row):
+            state["matched"] += 1
+        else:
+            state["missing"] += 1
+    for detection in found:
+        if detection.anchor in expected_anchors:
+            continue  # judged above
+        row = raw_row(expected_rows, detection.anchor)
+        if row is None or not judge(detection, *row):
+            state["extra"] += 1
+    return SlotComparison(len(expected), len(found), state["matched"], state["missing"], state["extra"], state["changes"],
+                          state["min_iou"], state["max_diff"], state["ties"])
+
+
+@dataclass
+class EngineCheck:
+    """The engine against the ONNX reference at each profile batch; `line` names the figures."""
+
+    ok: bool
+    line: str
+    batches: list[int]
+    reference_boxes: int
+    worst: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_engine_outputs(reference: Reference, outputs: dict[int, Any]) -> EngineCheck:
+    """outputs: batch -> [batch,N,6] engine output for the reference image repeated `batch` times."""
+    settings = reference.settings
+    count = len(reference.detections)
+    worst_iou, worst_diff, ties, failure = 1.0, 0.0, 0, None
+    for batch, output in sorted(outputs.items()):
+        for slot in range(batch):
+            result = compare_detections(reference.rows, output[slot], settings)
+            if result.matched:
+                worst_iou = min(worst_iou, result.min_iou)
+            worst_diff = max(worst_diff, result.max_score_diff)
+            ties = max(ties, result.class_ties)
+            if failure is None and not result.ok:
+                failure = f"batch {batch} slot {slot} vs ONNX: {result.figures()}"
+            if slot and failure is None:
+                between = compare_detections(output[0], output[slot], settings)
+                if not between.ok:
+                    failure = f"batch {batch} slot {slot} vs slot 0 (same image): {between.figures()}"
+    batches = sorted(outputs)
+    where = f"engine vs ONNX on {reference.image_name} at batch {','.join(map(str, batches))}"
+    if failure is not None:
+        line = f"{where}: MISMATCH at {failure} (needs IoU >= {COMPARE_MIN_IOU}, same class, score within {COMPARE_SCORE_TOLERANCE})"
+    else:
+        line = f"{where}: {count}/{count} boxes matched in every slot, min IoU {worst_iou:.3f}, max score diff {worst_diff:.3f}, classes equal{f' but {ties} class ties' if ties else ''}, slots identical"
+    return EngineCheck(failure is None, line, batches, count, {"min_iou": round(worst_iou, 4), "max_score_diff": round(worst_diff, 4), "class_ties": ties})
+
+
 class YOLOExporter:
     """Find the ONNX, or export it from YOLO weights, in the DeepStream layout; validate it.
 
@@ -1154,14 +1469,16 @@ class YOLOExporter:
     # -- find ------------------------------------------------------------------------------
 
     def resolve(self) -> OnnxModel:
-        onnx_path, weights = locate_model_files(self.options)
-        if onnx_path is not None:
-            result = self._from_onnx(onnx_path)
-        else:
-            assert weights is not None
-            result = self._from_weights(weights)
-        full = result.origin != "reused"  # reused files were run at min/opt/max when written
-        self.validate(result.path, full=full)
+        with TIMELINE.phase("find/download"):  # the export inside is counted as its own phase
+            onnx_path, weights = locate_model_files(self.options)
+            if onnx_path is not None:
+                result = self._from_onnx(onnx_path)
+            else:
+                assert weights is not None
+                result = self._from_weights(weights)
+        with TIMELINE.phase("validate"):
+            result.reference = self.validate(result.path)
+            result.reference.settings.num_classes = result.num_classes
         log(f"ONNX ({result.origin}): {result.path} [{result.model_name}, {result.imgsz}x{result.imgsz}, {result.num_classes} classes]")
         return result
 
@@ -1183,7 +1500,8 @@ class YOLOExporter:
         if not downloaded:
             self._check_trusted(source, source_sha)
         _ensure_writable_dir(Path(options.models_dir), "MODELS_DIR")
-        names = self.export(source, target, model_name=model_name, source_sha256=source_sha)
+        with TIMELINE.phase("export"):
+            names = self.export(source, target, model_name=model_name, source_sha256=source_sha)
         return OnnxModel(target, model_name, options.imgsz, names, "exported")
 
     def _reusable(self, target: Path, source_sha: str) -> OnnxModel | None:
@@ -1434,12 +1752,18 @@ class YOLOExporter:
 
         wrapper = DeepStreamOutput(model).eval()
         dummy = torch.zeros(1, 3, imgsz, imgsz, device=self.device)
+        # the dry run only has to catch shape errors with a readable trace: at the smallest input
+        # the strides allow it costs ~1/400 of a forward at 1280 (several seconds for yolo11x on a CPU)
+        stride = int(max(float(torch.as_tensor(getattr(model, "stride", 32.0)).max()), 32.0))
         buffer = io.BytesIO()
         with torch.no_grad(), warnings.catch_warnings():
             # TorchScript-exporter deprecation and tracer notes about the head's shape cache: expected
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-            wrapper(dummy)  # dry run: builds anchors, catches shape errors with a readable trace
+            wrapper(torch.zeros(1, 3, 2 * stride, 2 * stride, device=self.device))
+            for module in model.modules():
+                if isinstance(module, Detect):
+                    module.shape = None  # anchors for imgsz are made while tracing, then folded to constants
             torch.onnx.export(
                 wrapper, (dummy,), buffer,
                 opset_version=ONNX_OPSET,
@@ -1533,10 +1857,12 @@ class YOLOExporter:
 
     # -- validate --------------------------------------------------------------------------
 
-    def validate(self, path: Path, full: bool = True) -> None:
-        """Checker, the input/output contract, and onnxruntime (CPU) at the profile batches.
+    def validate(self, path: Path, full: bool | None = None) -> Reference:
+        """Checker, the input/output contract, and onnxruntime (CPU) on the reference image.
 
-        full=False runs the minimum batch only (a reused file passed all three when it was written).
+        Batch 1 only by default: its output is the reference the engine is compared with after
+        the build (which runs min/opt/max on the GPU). full=True (--validate full, for machines
+        without a GPU) also runs the profile batches, the image repeated, every slot compared.
         """
         onnx, ort = _import_onnx_stack()
         import numpy as np
@@ -1563,13 +1889,18 @@ class YOLOExporter:
             raise ToolError(f"{path}: input shape {in_dims} is not [batch,3,{imgsz},{imgsz}] with only the batch dynamic", EXIT_USAGE)
         if len(out_dims) != 3 or out_dims[2] != 6 or not _is_dynamic(out_dims[0]):
             raise ToolError(f"{path}: output shape {out_dims} is not [batch,N,6]", EXIT_USAGE)
+        names = _names_from_metadata(_read_metadata(model_proto))
         del model_proto
-        batches = sorted({options.min_batch, options.opt_batch, options.max_batch}) if full else [options.min_batch]
+        if full is None:
+            full = options.validate == "full"
+        batches = sorted({1, options.min_batch, options.opt_batch, options.max_batch}) if full else [1]
         try:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:
             raise ToolError(f"{path}: onnxruntime cannot load it ({type(error).__name__}); export it again", EXIT_USAGE) from None
-        rng = np.random.default_rng(0)
+        image, image_name = letterbox_image(reference_image_path(), imgsz)
+        settings = DecodeSettings(imgsz, len(names) if names else 1 << 16, options.pre_cluster_threshold, options.nms_iou_threshold, options.topk)
+        reference: Reference | None = None
         anchors = out_dims[1] if not _is_dynamic(out_dims[1]) else None
         baseline, per_image, checked = _rss_bytes(), 0, []
         for done, batch in enumerate(batches):
@@ -1578,8 +1909,8 @@ class YOLOExporter:
                 # yolo11x at 1280 needs about 1 GB of host RAM per image on onnxruntime CPU
                 notice(f"onnxruntime check at batch {batch} skipped: it needs about {per_image * batch >> 20} MiB, {available >> 20} MiB available (TensorRT still builds the profile up to --max-batch {options.max_batch})")
                 break
-            bar.update(f"onnxruntime batch {batch}", done, len(batches))
-            images = rng.random((batch, 3, imgsz, imgsz), dtype=np.float32)
+            bar.update(f"onnxruntime batch {batch} on {image_name}", done, len(batches))
+            images = np.ascontiguousarray(np.broadcast_to(image, (batch, *image.shape)))
             try:
                 (output,) = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: images})
             except Exception as error:
@@ -1589,10 +1920,22 @@ class YOLOExporter:
                 raise ToolError(f"{path}: onnxruntime output at batch {batch} is {list(output.shape)} {output.dtype}, expected [{batch},{anchors},6] float32", EXIT_USAGE)
             if not np.isfinite(output).all():
                 raise ToolError(f"{path}: onnxruntime output at batch {batch} has NaN/Inf; export it again", EXIT_USAGE)
+            if reference is None:
+                reference = Reference(image, image_name, output[0].copy(), settings)
+            for slot in range(batch):  # the same image in every slot: the same boxes, or the graph mixes the batch
+                result = compare_detections(reference.rows, output[slot], settings)
+                if not result.ok:
+                    raise ToolError(f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image ({result.figures()}); the graph mixes batch slots, export it again", EXIT_USAGE)
             checked.append(batch)
-            # onnxruntime's arena keeps what the run needed, so resident growth approximates its peak
-            per_image = max(per_image, (_rss_bytes() - baseline) // batch)
-        bar.finish(f"valid: [B,3,{imgsz},{imgsz}] -> [B,{anchors},6], onnxruntime batches {','.join(map(str, checked))}")
+            # onnxruntime's arena keeps what the run needed, so resident growth approximates its peak; at
+            # least the input and output themselves (freed memory reused by the arena can hide the growth)
+            per_image = max(per_image, (_rss_bytes() - baseline) // batch, (images.nbytes + output.nbytes) // batch)
+            del images, output
+        del session
+        assert reference is not None
+        boxes = len(reference.detections)
+        bar.finish(f"valid: [B,3,{imgsz},{imgsz}] -> [B,{anchors},6], onnxruntime batch {','.join(map(str, checked))} on {image_name}: {boxes} boxes (the reference for the engine)")
+        return reference
 
 
 # --------------------------------------------------------------------------------------------
@@ -1753,6 +2096,9 @@ class Sidecar:
     build_seconds: float
     tool_version: str = TOOL_VERSION
     schema: int = SIDECAR_SCHEMA
+    engine_check: dict[str, Any] | None = None  # the engine vs ONNX comparison (EngineCheck), or why it did not run
+    precision_fallback: str | None = None  # why an FP16 request was built in FP32
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # the first start, phase by phase
 
     @property
     def max_batch(self) -> int:
@@ -2196,13 +2542,14 @@ class EngineBuilder:
             requested = limit
         return requested * (1 << 20)
 
-    def build(self, onnx_path: Path, timing_cache: bytes | None) -> BuildResult:
+    def build(self, onnx_path: Path, timing_cache: bytes | None, precision: str | None = None) -> BuildResult:
+        """precision: the plan's unless given (the FP32 rebuild after an FP16 engine failed the check)."""
         trt = import_tensorrt()
         logger = make_trt_logger(trt)
         if hasattr(trt, "init_libnvinfer_plugins"):
             trt.init_libnvinfer_plugins(logger, "")
         builder = trt.Builder(logger)
-        precision = self.plan.key.precision
+        precision = precision or self.plan.key.precision
         if precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16"):
             onnx_path = self._autocast_fp16(onnx_path)
         network = builder.create_network(self._network_flags(trt))
@@ -2314,8 +2661,9 @@ class EngineBuilder:
         bar.finish("engine built")
         return bytes(memoryview(plan))
 
-    def verify(self, plan_bytes: bytes) -> None:
-        """Deserialize the new plan and check its profile and output shape before it replaces anything."""
+    def verify(self, plan_bytes: bytes, reference: Reference | None = None) -> EngineCheck | None:
+        """Deserialize the new plan, check its profile and output shape, then run it on the reference
+        image at min/opt/max batch (None when pycuda is missing). Nothing is replaced before this."""
         trt = import_tensorrt()
         logger = make_trt_logger(trt)
         engine = trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)
@@ -2333,17 +2681,22 @@ class EngineBuilder:
         out_shape = tuple(engine.get_tensor_shape(outputs[0]))
         if len(out_shape) != 3 or out_shape[-1] != 6:
             raise ToolError(f"the new engine's output {outputs[0]} is {out_shape}; expected [B,N,6]", EXIT_BUILD_FAILED)
-        smoke_test(trt, engine, inputs[0], outputs[0], self.plan)
+        with TIMELINE.phase("smoke/compare"):
+            return smoke_test(trt, engine, inputs[0], outputs[0], self.plan, reference)
 
 
-def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: EnginePlan) -> None:
-    """One inference at batch min, opt and max when pycuda is here; otherwise say it was skipped."""
+def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: EnginePlan, reference: Reference | None = None) -> EngineCheck | None:
+    """One inference at batch min, opt and max when pycuda is here; otherwise say it was skipped.
+
+    With a reference, every slot holds the reference image and the outputs are compared with
+    onnxruntime's after decode + NMS (check_engine_outputs); the caller decides what a mismatch means.
+    """
     try:
         import numpy as np
         import pycuda.driver as cuda
     except ImportError:
-        notice("smoke test skipped: pycuda is not installed (the engine deserialized and its shapes are right)")
-        return
+        notice("smoke test skipped: pycuda is not installed (the engine deserialized and its shapes are right; the comparison with the ONNX did not run)")
+        return None
     cuda.init()
     context = cuda.Device(0).retain_primary_context()
     context.push()
@@ -2351,12 +2704,16 @@ def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: E
         execution = engine.create_execution_context()
         stream = cuda.Stream()
         size = plan.key.imgsz
+        outputs: dict[int, Any] = {}
         for batch in sorted({plan.key.min_batch, plan.key.opt_batch, plan.key.max_batch}):
             execution.set_input_shape(input_name, (batch, 3, size, size))
             out_shape = tuple(execution.get_tensor_shape(output_name))
             if out_shape[0] != batch or out_shape[-1] != 6:
                 raise ToolError(f"smoke test: batch {batch} gives output {out_shape}, expected [{batch},N,6]", EXIT_BUILD_FAILED)
-            host_in = np.random.default_rng(batch).random((batch, 3, size, size), dtype=np.float32)
+            if reference is not None:
+                host_in = np.ascontiguousarray(np.broadcast_to(reference.image, (batch, 3, size, size)), dtype=np.float32)
+            else:
+                host_in = np.random.default_rng(batch).random((batch, 3, size, size), dtype=np.float32)
             host_out = np.empty(out_shape, dtype=np.float32)
             dev_in, dev_out = cuda.mem_alloc(host_in.nbytes), cuda.mem_alloc(host_out.nbytes)
             execution.set_tensor_address(input_name, int(dev_in))
@@ -2366,9 +2723,17 @@ def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: E
                 raise ToolError(f"smoke test: inference at batch {batch} failed", EXIT_BUILD_FAILED)
             cuda.memcpy_dtoh_async(host_out, dev_out, stream)
             stream.synchronize()
+            dev_in.free()
+            dev_out.free()
             if not np.isfinite(host_out).all():
                 raise ToolError(f"smoke test: batch {batch} produced NaN/Inf", EXIT_BUILD_FAILED)
-        log(f"smoke test passed at batch {', '.join(str(b) for b in sorted({plan.key.min_batch, plan.key.opt_batch, plan.key.max_batch}))}")
+            outputs[batch] = host_out
+        log(f"smoke test passed at batch {', '.join(str(b) for b in sorted(outputs))}")
+        if reference is None:
+            return None
+        check = check_engine_outputs(reference, outputs)
+        log(check.line)
+        return check
     finally:
         context.pop()
 
@@ -2864,6 +3229,7 @@ class Options:
     nms_iou_threshold: float = 0.45
     pre_cluster_threshold: float = 0.25
     topk: int = 300
+    validate: str = "quick"  # "full": also onnxruntime at min/opt/max batch on the CPU
     force: bool = False
     check: bool = False
     info: bool = False
@@ -2946,6 +3312,7 @@ _VALUE_FLAGS: tuple[tuple[str, str | None, str, Callable[[str], Any], str], ...]
     ("--nms-iou-threshold", "NMS_IOU_THRESHOLD", "nms_iou_threshold", _float_in("--nms-iou-threshold", 0.0, 1.0), "nvinfer NMS IoU threshold (default 0.45)"),
     ("--pre-cluster-threshold", "PRE_CLUSTER_THRESHOLD", "pre_cluster_threshold", _float_in("--pre-cluster-threshold", 0.0, 1.0), "score threshold before NMS (default 0.25)"),
     ("--topk", "TOPK", "topk", _int_in("--topk", 1, 100000), "boxes kept per frame after NMS (default 300)"),
+    ("--validate", "VALIDATE", "validate", _choice("--validate", ("quick", "full")), "ONNX check on the CPU: quick = batch 1 on a real image (the engine's reference); full = also min/opt/max batch, for machines without a GPU (default quick)"),
 )
 
 
@@ -2954,7 +3321,7 @@ def _metavar(dest: str) -> str:
         return "PATH"
     if dest.endswith("_dir"):
         return "DIR"
-    if dest in ("model", "precision"):
+    if dest in ("model", "precision", "validate"):
         return dest.upper()
     return "MB" if dest == "workspace_mb" else "N"
 
@@ -3194,6 +3561,7 @@ def run_check(options: Options) -> int:
 
 def run_dry_run(options: Options) -> int:
     """Everything but the TensorRT build: find/export/validate the ONNX and print the plan."""
+    TIMELINE.reset()
     system = SystemInfo.detect()
     gpu = system.gpu(options.gpu_id) if system.gpus else None
     if gpu is None:
@@ -3217,6 +3585,7 @@ def run_dry_run(options: Options) -> int:
     lines += [
         f"Profile     batch {options.min_batch}/{options.opt_batch}/{options.max_batch} at 3x{options.imgsz}x{options.imgsz}",
         f"Config      {Path(options.config_dir).absolute() / CONFIG_FILE_NAME} (batch-size {options.num_sources}, GPU {options.gpu_id})",
+        f"Timeline    {TIMELINE.line()}",
     ]
     print("\n".join(lines))
     return EXIT_OK
@@ -3225,6 +3594,7 @@ def run_dry_run(options: Options) -> int:
 def run_ensure(options: Options) -> int:
     """Build only when no valid engine exists (or --force); then make the config match the engine."""
     started = time.monotonic()
+    TIMELINE.reset()
     system = SystemInfo.detect(warm=True)
     gpu, trt_version = target_gpu_and_trt(options, system)
     plan = plan_engine(options, gpu, trt_version)
@@ -3247,7 +3617,8 @@ def run_ensure(options: Options) -> int:
         pin_cuda_device(gpu)
         onnx_model = YOLOExporter(options).resolve()
         sidecar = build_and_install(options, system, plan, onnx_model)
-    return finish_ensure(options, system, plan, sidecar, f"built in {sidecar.build_seconds:.1f} s", started)
+        # still under the lock: the config phase joins the timeline kept in the sidecar
+        return finish_ensure(options, system, plan, sidecar, f"built in {sidecar.build_seconds:.1f} s", started, built=True)
 
 
 def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, onnx_model: Any) -> Sidecar:
@@ -3260,8 +3631,21 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         timing_cache = cache_path.read_bytes() if cache_path.exists() else None
         began = time.monotonic()
         log(f"building {plan.engine_path.name} with TensorRT {plan.key.tensorrt_version} ({plan.key.precision}: {plan.precision_reason})")
-        result = builder.build(Path(onnx_model.path), timing_cache)
-        builder.verify(result.plan_bytes)
+        reference = getattr(onnx_model, "reference", None)
+        with TIMELINE.phase("build"):  # smoke/compare is counted apart inside verify
+            result = builder.build(Path(onnx_model.path), timing_cache)
+            check = builder.verify(result.plan_bytes, reference)
+        fallback = None
+        if check is not None and not check.ok and result.precision_built == "fp16":
+            if options.precision == "fp16":
+                raise ToolError(f"the FP16 engine's detections differ from the ONNX: {check.line}; nothing was installed. Use --precision auto (falls back to FP32) or fp32", EXIT_BUILD_FAILED)
+            fallback = f"the FP16 engine's detections differed from the ONNX: {check.line}"
+            notice(f"{fallback}; rebuilding in FP32")
+            with TIMELINE.phase("build fp32 (fallback)"):
+                result = builder.build(Path(onnx_model.path), result.timing_cache or timing_cache, precision="fp32")
+                check = builder.verify(result.plan_bytes, reference)
+        if check is not None and not check.ok:
+            raise ToolError(f"the {result.precision_built.upper()} engine's detections differ from the ONNX: {check.line}; nothing was installed. Check the ONNX (--validate full) and the TensorRT install", EXIT_BUILD_FAILED)
         if result.timing_cache:
             atomic_write_bytes(cache_path, result.timing_cache)
         given = given_model_file(options)
@@ -3286,6 +3670,9 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
             builder_optimization_level=result.builder_optimization_level,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             build_seconds=round(time.monotonic() - began, 2),
+            engine_check=check.as_json() if check is not None else {"ok": None, "line": "not run: pycuda is not installed"},
+            precision_fallback=fallback,
+            timeline=TIMELINE.as_json(),
         )
         if token.event.is_set():
             raise BuildCancelled()
@@ -3301,9 +3688,16 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         restore()
 
 
-def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sidecar: Sidecar, how: str, started: float) -> int:
-    config = DeepStreamConfig(options, plan, sidecar)
-    rewritten = config.write() or how.startswith("built")  # a build installs the config with the engine
+def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sidecar: Sidecar, how: str, started: float, built: bool = False) -> int:
+    with TIMELINE.phase("config"):
+        config = DeepStreamConfig(options, plan, sidecar)
+        rewritten = config.write() or how.startswith("built")  # a build installs the config with the engine
+    if built:  # the sidecar gets the whole timeline; same engine, so the pair stays valid
+        sidecar.timeline = TIMELINE.as_json() + [{"phase": "total", "seconds": round(time.monotonic() - TIMELINE.started, 2)}]
+        try:
+            atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
+        except ToolError as error:  # the sidecar written at install stays valid; only the config phase is missing
+            notice(f"the timeline could not be added to {plan.sidecar_path.name} ({error})")
     gpu = plan.gpu
     assert gpu is not None
     report = [
@@ -3315,6 +3709,10 @@ def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sideca
         f"Config      {config.config_path} ({'written' if rewritten else 'unchanged'}; batch-size {config.batch_size})",
         f"Ready in    {time.monotonic() - started:.2f} s",
     ]
+    if built:
+        if sidecar.engine_check:
+            report.append(f"Check       {sidecar.engine_check.get('line')}" + (" (FP16 fell back to FP32)" if sidecar.precision_fallback else ""))
+        report.append(f"Timeline    {TIMELINE.line()}")
     if options.verbosity >= 1:
         print("\n".join(report), flush=True)
     return EXIT_OK

@@ -167,9 +167,9 @@ def test_onnx_matches_pytorch_320(export_320, checkpoint):
 @pytest.mark.slow
 def test_validation_skips_batches_that_do_not_fit_in_memory(export_320, work, monkeypatch, capsys):
     monkeypatch.setattr(abe, "_available_memory_bytes", lambda: 1)
-    abe.YOLOExporter(make_options(work, imgsz=320)).validate(export_320.path)
+    abe.YOLOExporter(make_options(work, imgsz=320)).validate(export_320.path, full=True)  # --validate full
     err = capsys.readouterr().err
-    assert "batch 4 skipped" in err and "batches 1 " in err
+    assert "batch 4 skipped" in err and "onnxruntime batch 1 on bus.jpg" in err
 
 
 # -- reuse --------------------------------------------------------------------------------------

@@ -466,6 +466,7 @@ class INetworkDefinition(_Obj):
         self._outputs: list[ITensor] = []
         self._num_layers = 0
         self._onnx_types: set[str] = set()
+        self._onnx_path: str | None = None  # what execute_async_v3 runs through onnxruntime
         nd = _members(NetworkDefinitionCreationFlag)
         self._explicit_batch = _ALWAYS_EXPLICIT_BATCH or bool(self._flags & (1 << int(nd["EXPLICIT_BATCH"])))
         st = nd.get("STRONGLY_TYPED")
@@ -612,6 +613,9 @@ class OnnxParser(_Obj):
         net._inputs, net._outputs = inputs, outputs
         net._num_layers = len(graph.node)
         net._onnx_types = types
+        # an AutoCast copy (tests/fakes/fake_modelopt.py) names the FP32 ONNX it came from
+        source = {p.key: p.value for p in proto.metadata_props}.get("fake_autocast_source")
+        net._onnx_path = _os.path.abspath(source or path) if (source or path) else None
         return True
 
 
@@ -1022,6 +1026,7 @@ class Builder(_Obj):
             "outputs": [{"name": t._name, "shape": list(t._shape), "dtype": t._dtype._name,
                          "symbols": t._symbols} for t in net._outputs],
             "profiles": profiles,
+            "onnx_path": net._onnx_path,
         }
         return _host_memory(_make_plan(header))
 
@@ -1241,7 +1246,63 @@ class IExecutionContext(_Obj):
                 self._err(f"3: [executionContext.cpp::enqueueV3] Error Code 3: API Usage Error (Parameter check "
                           f"failed, condition: Neither address or allocator is set for tensor {name!r}.)")
                 return False
+        _compute(self)
         return True
+
+
+# --------------------------------------------------------------------------- inference
+def _compute(context) -> None:
+    """Fill the output buffer with onnxruntime's result for the input buffer, on the ONNX the engine
+    was built from, then apply FAKE_TRT_PERTURB (only to engines of FAKE_TRT_PERTURB_ONLY precision
+    when set). Needs the fake pycuda's host-side "device" memory; otherwise leaves buffers alone.
+
+    FAKE_TRT_PERTURB: ``drop`` (the most confident box of each slot and every row overlapping it
+    vanish), ``shift:PX`` (every box moves PX pixels right and down), ``score:D`` (every score + D);
+    a suffix ``@K`` limits it to batch slot K.
+    """
+    memory = getattr(_sys.modules.get("pycuda.driver"), "_memory", None)
+    eng = context._engine
+    path = eng._h.get("onnx_path")
+    if memory is None or not path or not _os.path.exists(path) or len(eng._h["inputs"]) != 1 or len(eng._h["outputs"]) != 1:
+        return
+    import numpy as np
+    in_name, out_name = eng._h["inputs"][0]["name"], eng._h["outputs"][0]["name"]
+    in_buf, out_buf = memory.get(context._addr[in_name]), memory.get(context._addr[out_name])
+    shape = tuple(context._shapes[in_name])
+    if in_buf is None or out_buf is None:
+        return
+    images = np.frombuffer(bytes(in_buf), dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
+    session = getattr(eng, "_session", None)
+    if session is None:
+        import onnxruntime
+        session = eng._session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (output,) = session.run([out_name], {in_name: images})
+    output = np.array(output, dtype=np.float32)
+    spec = _os.environ.get("FAKE_TRT_PERTURB", "").strip()
+    only = _os.environ.get("FAKE_TRT_PERTURB_ONLY", "").strip()
+    if spec and (not only or only == eng._h.get("precision")):
+        kind, _, slot = spec.partition("@")
+        kind, _, value = kind.partition(":")
+        slots = [int(slot)] if slot else range(output.shape[0])
+        for index in slots:
+            if index >= output.shape[0]:
+                continue
+            rows = output[index]
+            if kind == "shift":
+                rows[:, :4] += float(value)
+            elif kind == "score":
+                rows[:, 4] += float(value)
+            elif kind == "drop":
+                top = rows[int(np.argmax(rows[:, 4])), :4].copy()
+                width = np.clip(np.minimum(top[2], rows[:, 2]) - np.maximum(top[0], rows[:, 0]), 0, None)
+                height = np.clip(np.minimum(top[3], rows[:, 3]) - np.maximum(top[1], rows[:, 1]), 0, None)
+                inter = width * height
+                union = (top[2] - top[0]) * (top[3] - top[1]) + (rows[:, 2] - rows[:, 0]) * (rows[:, 3] - rows[:, 1]) - inter
+                rows[inter > 0.3 * np.maximum(union, 1e-9), 4] = 0.0
+            else:
+                raise ValueError(f"FAKE_TRT_PERTURB: unknown kind {kind!r}")
+    data = output.tobytes()
+    out_buf[:len(data)] = data
 
 
 # Log module-level attribute access (FAKE_TRT_ACCESS_LOG).

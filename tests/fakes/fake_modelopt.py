@@ -37,6 +37,9 @@ def convert_to_mixed_precision(onnx_path, low_precision_type="fp16", nodes_to_ex
                 node.output[:] = [inner if name == value.name else name for name in node.output]
             graph.node.append(_helper.make_node("Cast", [inner], [value.name], to=_TP.FLOAT))
     del graph.value_info[:]
+    # not AutoCast's: lets the fake TensorRT run the FP32 original through onnxruntime
+    source = model.metadata_props.add()
+    source.key, source.value = "fake_autocast_source", str(onnx_path)
     return model
 '''
 
