@@ -2141,6 +2141,15 @@ class FleetLease:
         log(f"fleet lease of {holder.get('host', '?')} pid {holder.get('pid', '?')} expired; taking over the build")
         return True, None
 
+    def live_holder(self) -> dict[str, Any] | None:
+        """The record of an unexpired lease, else None (read only: for pull-only servers)."""
+        current = self.store.read(self.key)
+        try:
+            holder = json.loads(current[0]) if current else None
+            return holder if holder and float(holder["expires_at"]) >= time.time() else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
     def start_renewal(self) -> None:
         def renew() -> None:
             while not self._stop.wait(max(0.2, self.seconds / 3)):
@@ -2192,46 +2201,42 @@ class FleetEnsure:
         self.broken = False  # the stored entry failed its sha256 check: a writer repairs it
         self.foreign = False  # a valid entry for other options under the same name: left alone
         self.onnx_stamp: FileStamp | None = None
+        self.lease: FleetLease | None = None
+        self._timing_etag: str | None = None
 
     def _off(self, error: StoreError) -> None:
         notice(f"engine store {self.url} not used ({error}); going on with the local engine cache")
         self.store = None
 
     def ensure(self) -> tuple[Sidecar, str]:
-        lease: FleetLease | None = None
         try:
             self.store = EngineStore(self.url)
             self.onnx_stamp = FileStamp.of(Path(self.onnx_model.path))
             self.entry = f"{self.plan.stem}/{self.onnx_stamp.sha256[:STORE_SHA_PREFIX]}"
-            if not self.options.force:
+            if not self.options.force:  # --force: rebuild here; publish only if nobody has yet
                 pulled = self.try_pull()
+                if pulled is None and not (self.broken or self.foreign):
+                    pulled = self.wait_for_fleet()
                 if pulled is not None:
                     return pulled
-            if self.foreign:
-                self.publish = False
-            elif self.publish and not self.broken:
-                lease, pulled = self.wait_for_lease()
-                if pulled is not None:
-                    return pulled
-            elif self.publish:
+            if self.publish and not self.foreign and self.lease is None:
                 lease = FleetLease(self.store, f"{self.entry}/lease.json", self._lease_seconds())
-                if not lease.try_acquire()[0]:
-                    lease = None
+                self.lease = lease if lease.try_acquire()[0] else None
         except StoreError as error:
             self._off(error)
         try:
-            if lease is not None and lease.held:
-                lease.start_renewal()
+            if self.store is not None and self.lease is not None:
+                self.lease.start_renewal()
                 self.seed_timing_cache()
             sidecar = build_and_install(self.options, self.system, self.plan, self.onnx_model)
-            if self.store is not None and self.publish and (lease is None or not lease.lost):
+            if self.store is not None and self.publish and not self.foreign and not (self.lease and self.lease.lost):
                 try:
                     self.publish_engine(sidecar)
                 except StoreError as error:
                     notice(f"engine store {self.url}: publishing failed ({error}); the local engine is in place")
         finally:
-            if lease is not None:
-                lease.release()
+            if self.lease is not None:
+                self.lease.release()
         return sidecar, f"built in {sidecar.build_seconds:.1f} s"
 
     @staticmethod
@@ -2241,8 +2246,9 @@ class FleetEnsure:
         except ValueError:
             return DEFAULT_STORE_LEASE_S
 
-    def wait_for_lease(self) -> tuple[FleetLease | None, tuple[Sidecar, str] | None]:
-        """Take the lease, or wait for the holder's sidecar (bounded by BUILD_LOCK_TIMEOUT_S)."""
+    def wait_for_fleet(self) -> tuple[Sidecar, str] | None:
+        """Take the lease (read-write), or wait while another server holds it and pull its engine
+        (bounded by BUILD_LOCK_TIMEOUT_S). None: build here (holding the lease when we could take it)."""
         assert self.store is not None
         seconds = self._lease_seconds()
         lease = FleetLease(self.store, f"{self.entry}/lease.json", seconds)
@@ -2253,22 +2259,28 @@ class FleetEnsure:
         deadline = time.monotonic() + timeout
         announced = False
         while True:
-            acquired, holder = lease.try_acquire()
-            if acquired:  # the holder before us may have published and released just now
-                pulled = self.try_pull()
-                if pulled is not None:
-                    lease.release()
-                    return None, pulled
-                return lease, None
+            if self.publish:
+                acquired, holder = lease.try_acquire()
+                if acquired:
+                    self.lease = lease
+                    pulled = self.try_pull()  # the holder before us may have published just now
+                    if pulled is not None:
+                        lease.release()
+                        self.lease = None
+                    return pulled
+            else:  # pull-only: wait for a live builder, never take a lease
+                holder = lease.live_holder()
+                if holder is None:  # nobody building (or done just now: look once more)
+                    return self.try_pull()
             if not announced and holder:
                 log(f"{holder.get('host', '?')} pid {holder.get('pid', '?')} is building {self.plan.stem} for the fleet; waiting up to {timeout:.0f}s ({LOCK_TIMEOUT_ENV}) to pull it")
                 announced = True
             pulled = self.try_pull()
             if pulled is not None or self.broken or self.foreign:
-                return None, pulled
+                return pulled
             if time.monotonic() >= deadline:
                 notice(f"gave up waiting {timeout:.0f}s for the fleet build of {self.plan.stem}; building here")
-                return None, None
+                return None
             time.sleep(min(1.0, seconds / 4))
 
     def try_pull(self) -> tuple[Sidecar, str] | None:
@@ -2320,7 +2332,7 @@ class FleetEnsure:
                 return None
             given = given_model_file(self.options)
             sidecar = dataclasses.replace(
-                stored, onnx=self.onnx_stamp, source=FileStamp.of(given) if given is not None else None,
+                stored, onnx=self.onnx_stamp, source=FileStamp.of(given, self.onnx_stamp) if given is not None else None,
                 origin={"how": "pulled", "store": self.url, "built_on": (stored.origin or {}).get("host"),
                         "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             _remove_quietly(plan.sidecar_path)
@@ -2340,7 +2352,6 @@ class FleetEnsure:
     def seed_timing_cache(self) -> None:
         """Start the build from the fleet's timing cache when this server has none."""
         assert self.store is not None
-        self._timing_etag: str | None = None
         try:
             found = self.store.read(self._timing_key())
         except StoreError:
@@ -2375,7 +2386,7 @@ class FleetEnsure:
         log(f"engine published to {self.url} in {time.monotonic() - began:.1f} s ({sidecar.engine_size} bytes)")
         cache = plan.timing_cache_path
         if cache.exists():
-            etag = getattr(self, "_timing_etag", None)
+            etag = self._timing_etag
             merged = self.store.replace(self._timing_key(), cache, etag=etag) if etag else self.store.create(self._timing_key(), cache)
             if not merged:
                 log("engine store: the fleet's timing cache changed meanwhile; kept it", level=2)
