@@ -106,7 +106,7 @@ def test_second_gpu_model_builds_its_own_and_leaves_the_first_alone(tmp_path, s3
 def test_killed_builder_lease_expires_and_nobody_pulls_a_partial_engine(tmp_path, store):
     victim, taker, waiter = servers(tmp_path, 3)
     env = {**store.env(), "ENGINE_STORE_LEASE_S": "3"}
-    process = victim.start(**env, FAKE_TRT_BUILD_SECONDS="60", ENGINE_STORE_LEASE_S="1")
+    process = victim.start(**{**env, "FAKE_TRT_BUILD_SECONDS": "60", "ENGINE_STORE_LEASE_S": "1"})
     try:
         deadline = time.monotonic() + 60
         while not store.keys_ending("lease.json"):
