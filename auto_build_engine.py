@@ -1897,8 +1897,6 @@ def remove_stale_temp_files(engine_dir: Path) -> None:
 # builds, the others wait for the sidecar. The store is an accelerator only: any failure of it is
 # one notice and the local path goes on. obstore is imported only when a store is configured.
 
-STORE_ENV = "ENGINE_STORE"
-STORE_MODE_ENV = "ENGINE_STORE_MODE"
 STORE_LEASE_ENV = "ENGINE_STORE_LEASE_S"
 DEFAULT_STORE_LEASE_S = 60.0
 STORE_MODES = ("readwrite", "pull")
@@ -2319,7 +2317,10 @@ class FleetEnsure:
 
         assert self.store is not None and self.onnx_stamp is not None
         plan = self.plan
-        fd, tmp_name = tempfile.mkstemp(dir=plan.engine_dir, prefix=f".{plan.engine_path.name}.", suffix=".tmp")
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=plan.engine_dir, prefix=f".{plan.engine_path.name}.", suffix=".tmp")
+        except OSError as error:
+            raise ToolError(f"cannot write in {plan.engine_dir} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE) from None
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
