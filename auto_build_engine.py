@@ -2351,7 +2351,7 @@ class FleetEnsure:
         return f"timing/{self.plan.timing_cache_path.name}"
 
     def seed_timing_cache(self) -> None:
-        """Start the build from the fleet's timing cache when this server has none."""
+        """Start the build from the fleet's timing cache (merged into this server's own, if any)."""
         assert self.store is not None
         try:
             found = self.store.read(self._timing_key())
@@ -2360,8 +2360,10 @@ class FleetEnsure:
         if found is None:
             return
         self._timing_etag = found[1]
-        if not self.plan.timing_cache_path.exists():
-            atomic_write_bytes(self.plan.timing_cache_path, found[0])
+        local = self.plan.timing_cache_path
+        merged = merge_timing_caches(local.read_bytes(), found[0]) if local.exists() else found[0]
+        if merged is not None:
+            atomic_write_bytes(local, merged)
 
     def publish_engine(self, sidecar: Sidecar) -> None:
         """Engine, then sidecar (the commit marker; first publish wins), then the timing cache."""
@@ -2385,12 +2387,46 @@ class FleetEnsure:
             log(f"engine store: {plan.stem} was published by another server first; keeping theirs", level=2)
             return
         log(f"engine published to {self.url} in {time.monotonic() - began:.1f} s ({sidecar.engine_size} bytes)")
-        cache = plan.timing_cache_path
-        if cache.exists():
-            etag = self._timing_etag
-            merged = self.store.replace(self._timing_key(), cache, etag=etag) if etag else self.store.create(self._timing_key(), cache)
-            if not merged:
-                log("engine store: the fleet's timing cache changed meanwhile; kept it", level=2)
+        self.publish_timing_cache()
+
+    def publish_timing_cache(self) -> None:
+        """Write our cache back; when another server's landed since we read it, merge the two with
+        TensorRT (ITimingCache.combine) and try again (If-Match on S3)."""
+        assert self.store is not None
+        cache = self.plan.timing_cache_path
+        if not cache.exists():
+            return
+        key, data, etag = self._timing_key(), cache.read_bytes(), self._timing_etag
+        for _ in range(3):
+            if not self.store.local and (self.store.replace(key, data, etag=etag) if etag else self.store.create(key, data)):
+                return
+            current = self.store.read(key)
+            if current is not None:
+                merged = merge_timing_caches(data, current[0])
+                if merged is None:
+                    log("engine store: the fleet's timing cache does not combine with ours; kept the fleet's", level=2)
+                    return
+                data, etag = merged, current[1]
+                atomic_write_bytes(cache, data)
+            else:
+                etag = None
+            if self.store.local:  # no If-Match on a filesystem: merged with what is there, last writer wins
+                self.store.replace(key, data)
+                return
+        log("engine store: the fleet's timing cache kept changing; left it as it is", level=2)
+
+
+def merge_timing_caches(ours: bytes, theirs: bytes) -> bytes | None:
+    """One timing cache holding both caches' entries (same GPU and TensorRT), or None."""
+    try:
+        trt = import_tensorrt()
+        config = trt.Builder(make_trt_logger(trt)).create_builder_config()
+        mine, other = config.create_timing_cache(ours), config.create_timing_cache(theirs)
+        if mine is None or other is None or not mine.combine(other, False):
+            return None
+        return bytes(mine.serialize())
+    except Exception:  # a cache TensorRT cannot read: keep the fleet's
+        return None
 
 
 def ensure_engine(options: Options, system: SystemInfo, plan: EnginePlan, onnx_model: Any) -> tuple[Sidecar, str]:

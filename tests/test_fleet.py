@@ -273,3 +273,38 @@ def test_force_rebuilds_here_and_keeps_the_first_publish(tmp_path):
     published = store.objects()
     assert outcome(second.run("--force", **store.env())) == "built"
     assert {k: v for k, v in store.objects().items() if not k.startswith("timing/")} == {k: v for k, v in published.items() if not k.startswith("timing/")}
+
+
+def timing_entries(data: bytes) -> dict:
+    return json.loads(data[len(b"FTRTTC01"):])["entries"]  # the fake TensorRT's cache format
+
+
+def test_timing_caches_of_two_servers_are_merged_in_the_store(tmp_path):
+    store = Store(f"file://{tmp_path / 'shared'}")
+    fp16, fp32 = EngineMachine(tmp_path / "a"), EngineMachine(tmp_path / "b")
+    assert outcome(fp32.run("--precision", "fp32")) == "built"  # b has its own cache first, no store
+    assert outcome(fp16.run(**store.env())) == "built"
+    (key,) = [k for k in store.objects() if k.startswith("timing/")]
+    assert len(timing_entries(store.objects()[key])) == 1
+    assert outcome(fp32.run("--precision", "fp32", "--force", **store.env())) == "built"
+    merged = timing_entries(store.objects()[key])
+    assert len(merged) == 2  # the fp16 tactics of a and the fp32 tactics of b
+    (local,) = fp32.engine_dir.glob("timing-*.cache")
+    assert timing_entries(local.read_bytes()) == merged
+
+
+def test_merge_timing_caches_combines_entries(use_fake_tensorrt, monkeypatch):
+    import auto_build_engine as tool
+
+    trt = use_fake_tensorrt("10.9.0.34")
+    monkeypatch.setenv("FAKE_TRT_CC", "8.9")
+    config = trt.Builder(tool.make_trt_logger(trt)).create_builder_config()
+
+    def cache(entries: dict) -> bytes:
+        made = config.create_timing_cache(b"")
+        made._entries.update(entries)
+        return bytes(made.serialize())
+
+    merged = tool.merge_timing_caches(cache({"a": "1"}), cache({"b": "2"}))
+    assert timing_entries(merged) == {"a": "1", "b": "2"}
+    assert tool.merge_timing_caches(cache({"a": "1"}), b"not a cache") is None
