@@ -129,7 +129,8 @@ def test_killed_builder_lease_expires_and_nobody_pulls_a_partial_engine(tmp_path
     assert victim.engines() == []
 
 
-def test_tampered_stored_engine_is_refused_and_a_pull_only_server_writes_nothing(tmp_path, store):
+def test_tampered_stored_engine_is_refused_and_a_pull_only_server_writes_nothing(tmp_path, s3_store):
+    store = s3_store
     builder, reader, repairer = servers(tmp_path, 3)
     assert outcome(builder.run(**store.env())) == "built"
     (key,) = store.keys_ending(".engine")
