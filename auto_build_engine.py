@@ -2127,9 +2127,12 @@ class FleetLease:
             holder, expired = {}, True  # unreadable lease: treat as expired
         if not expired:
             return False, holder
-        if self.store.local:  # no If-Match on a plain filesystem: delete, then create wins or loses
-            self.store.delete(self.key)
-            taken = self.store.create(self.key, self._body())
+        if self.store.local:
+            # no If-Match on a plain filesystem: the one taker that creates the marker for this
+            # expired lease (named by its content) replaces it; the others see a live lease next round
+            taken = self.store.create(f"{self.key}.taken-{sha256_of_bytes(current[0])[:16]}", b"")
+            if taken:
+                self.store.replace(self.key, self._body())
         else:
             taken = self.store.replace(self.key, self._body(), etag=current[1])
         if not taken:

@@ -309,3 +309,29 @@ def test_merge_timing_caches_combines_entries(use_fake_tensorrt, monkeypatch):
     merged = tool.merge_timing_caches(cache({"a": "1"}), cache({"b": "2"}))
     assert timing_entries(merged) == {"a": "1", "b": "2"}
     assert tool.merge_timing_caches(cache({"a": "1"}), b"not a cache") is None
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_only_one_of_two_servers_takes_over_an_expired_lease(tmp_path, kind, request, monkeypatch):
+    """Both read the expired lease before either replaces it: exactly one may win."""
+    import auto_build_engine as tool
+    from fleet_env import aws_env
+
+    if kind == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        for name, value in aws_env(endpoint).items():  # obstore reads the variables itself
+            monkeypatch.setenv(name, value)
+        store = tool.EngineStore(f"s3://{new_bucket(endpoint)}/engines")
+    else:
+        store = tool.EngineStore(f"file://{tmp_path / 'shared'}")
+    key = "stem/0123456789abcdef/lease.json"
+    store.create(key, json.dumps({"host": "dead", "pid": 1, "token": "old", "expires_at": time.time() - 1}).encode())
+    stale = store.read(key)
+    first, second = tool.FleetLease(store, key, 30), tool.FleetLease(store, key, 30)
+    assert first.try_acquire()[0]
+    real_read = store.read
+    reads = iter([stale])
+    store.read = lambda k: next(reads, None) or real_read(k)  # the second server read before the first wrote
+    assert second.try_acquire()[0] is False
+    store.read = real_read
+    assert json.loads(store.read(key)[0])["token"] == first.token
