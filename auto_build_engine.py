@@ -1965,7 +1965,7 @@ def _aws_file_settings(environ: dict[str, str]) -> dict[str, str]:
 class EngineStore:
     """The few object operations the fleet needs, on obstore (S3 or a local/shared directory)."""
 
-    def __init__(self, url: str, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, environ: dict[str, str] | None = None, writable: bool = True) -> None:
         import datetime
 
         environ = dict(os.environ if environ is None else environ)
@@ -1980,7 +1980,7 @@ class EngineStore:
         self.local = url.startswith("file://")
         try:
             if self.local:
-                self._store: Any = LocalStore(url[7:], mkdir=True)
+                self._store: Any = LocalStore(url[7:], mkdir=writable)  # pull-only creates nothing
             else:
                 bucket, _, prefix = url[5:].partition("/")
                 settings = _aws_file_settings(environ)
@@ -2211,7 +2211,7 @@ class FleetEnsure:
 
     def ensure(self) -> tuple[Sidecar, str]:
         try:
-            self.store = EngineStore(self.url)
+            self.store = EngineStore(self.url, writable=self.publish)
             self.onnx_stamp = FileStamp.of(Path(self.onnx_model.path))
             self.entry = f"{self.plan.stem}/{self.onnx_stamp.sha256[:STORE_SHA_PREFIX]}"
             if not self.options.force:  # --force: rebuild here; publish only if nobody has yet

@@ -335,3 +335,10 @@ def test_only_one_of_two_servers_takes_over_an_expired_lease(tmp_path, kind, req
     assert second.try_acquire()[0] is False
     store.read = real_read
     assert json.loads(store.read(key)[0])["token"] == first.token
+
+
+def test_pull_only_server_does_not_create_a_missing_file_store(tmp_path):
+    box = EngineMachine(tmp_path / "box")
+    done = box.run(ENGINE_STORE=f"file://{tmp_path / 'nowhere'}", ENGINE_STORE_MODE="pull")
+    assert outcome(done) == "built" and len(notices(done)) == 1
+    assert not (tmp_path / "nowhere").exists()
