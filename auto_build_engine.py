@@ -2099,6 +2099,7 @@ class Sidecar:
     engine_check: dict[str, Any] | None = None  # the engine vs ONNX comparison (EngineCheck), or why it did not run
     precision_fallback: str | None = None  # why an FP16 request was built in FP32
     timeline: list[dict[str, Any]] = field(default_factory=list)  # the first start, phase by phase
+    origin: dict[str, Any] | None = None  # None: built here; {"how": "pulled", "store": ...} from the fleet store
 
     @property
     def max_batch(self) -> int:
@@ -2869,6 +2870,570 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
         notice(f"removed {count} temp file{'s' if count != 1 else ''} left by an interrupted run, freed {freed / 1e6:.1f} MB")
 
 
+# -- Engine store (fleet) ----------------------------------------------------------------------
+# One build per engine key for a whole fleet. The store holds, under
+# `<prefix>/<stem>/<onnx-sha256[:16]>/`, the engine, then its sidecar (the commit marker) and a
+# lease; timing caches live in `<prefix>/timing/`. A local miss pulls a committed engine
+# (sha256-checked) and installs it like a local build; a store miss takes the fleet lease and
+# builds, the others wait for the sidecar. The store is an accelerator only: any failure of it is
+# one notice and the local path goes on. obstore is imported only when a store is configured.
+
+STORE_LEASE_ENV = "ENGINE_STORE_LEASE_S"
+DEFAULT_STORE_LEASE_S = 60.0
+STORE_MODES = ("readwrite", "pull")
+STORE_SHA_PREFIX = 16
+STORE_CHUNK = 8 << 20
+
+
+def parse_store_url(text: str) -> str:
+    """`s3://bucket[/prefix]` or `file:///absolute/path`; anything else is bad usage (exit 2)."""
+    value = str(text).strip().rstrip("/")
+    if value.startswith("s3://"):
+        bucket = value[5:].split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise ToolError(f"--engine-store {text!r}: {bucket!r} is not an S3 bucket name; use s3://bucket/prefix")
+        return value
+    if value.startswith("file://"):
+        if not value[7:].startswith("/"):
+            raise ToolError(f"--engine-store {text!r}: use an absolute path, file:///shared/engines")
+        return value
+    raise ToolError(f"--engine-store {text!r}: use s3://bucket/prefix (AWS S3, MinIO, Ceph) or file:///path")
+
+
+class StoreError(Exception):
+    """A store failure (unreachable, credentials, permission, refused data): one notice, go on locally."""
+
+
+def _short_error(error: BaseException) -> str:
+    """obstore errors carry a multi-line debug dump; the first line says it."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def _aws_file_settings(environ: dict[str, str]) -> dict[str, str]:
+    """Region, endpoint and keys from ~/.aws/config and ~/.aws/credentials (AWS_PROFILE or default)
+    for what the AWS_* variables leave unset; obstore itself reads only the variables."""
+    import configparser
+
+    profile = environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE") or "default"
+    home = Path(environ.get("HOME") or Path.home())
+    files = (
+        (Path(environ.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials"), profile),
+        (Path(environ.get("AWS_CONFIG_FILE") or home / ".aws" / "config"), profile if profile == "default" else f"profile {profile}"),
+    )
+    wanted = {  # file key -> (obstore key, environment variables that win)
+        "aws_access_key_id": ("access_key_id", ("AWS_ACCESS_KEY_ID",)),
+        "aws_secret_access_key": ("secret_access_key", ("AWS_SECRET_ACCESS_KEY",)),
+        "aws_session_token": ("session_token", ("AWS_SESSION_TOKEN",)),
+        "region": ("region", ("AWS_REGION", "AWS_DEFAULT_REGION")),
+        "endpoint_url": ("endpoint", ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT")),
+    }
+    settings: dict[str, str] = {}
+    for path, section in files:
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path)
+        except (OSError, configparser.Error):
+            continue
+        if not parser.has_section(section):
+            continue
+        for file_key, (key, env_names) in wanted.items():
+            if key not in settings and parser.has_option(section, file_key) and not any(environ.get(n) for n in env_names):
+                settings[key] = parser.get(section, file_key).strip()
+    return settings
+
+
+class EngineStore:
+    """The few object operations the fleet needs, on obstore (S3 or a local/shared directory)."""
+
+    def __init__(self, url: str, environ: dict[str, str] | None = None, writable: bool = True) -> None:
+        import datetime
+
+        environ = dict(os.environ if environ is None else environ)
+        self.url = url
+        try:
+            import obstore
+            from obstore.store import LocalStore, S3Store
+        except ImportError:
+            raise StoreError("obstore is not installed (pip install obstore)") from None
+        self._obs = obstore
+        self._exc = obstore.exceptions
+        self.local = url.startswith("file://")
+        try:
+            if self.local:
+                self._store: Any = LocalStore(url[7:], mkdir=writable)  # pull-only creates nothing
+            else:
+                bucket, _, prefix = url[5:].partition("/")
+                settings = _aws_file_settings(environ)
+                endpoint = settings.get("endpoint") or next((environ[n] for n in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT") if environ.get(n)), "")
+                if not (environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "region" in settings):
+                    settings["region"] = "us-east-1"
+                if environ.get("AWS_ENDPOINT_URL_S3"):
+                    settings.setdefault("endpoint", environ["AWS_ENDPOINT_URL_S3"])
+                self._store = S3Store(
+                    bucket, prefix=prefix or None,
+                    client_options={"allow_http": endpoint.startswith("http://"), "connect_timeout": "5s", "timeout": "600s"},
+                    retry_config={"max_retries": 3, "retry_timeout": datetime.timedelta(seconds=30),
+                                  "backoff": {"init_backoff": datetime.timedelta(milliseconds=200), "max_backoff": datetime.timedelta(seconds=5), "base": 2.0}},
+                    **settings,
+                )
+        except Exception as error:  # configuration errors of any kind: the store is off
+            raise StoreError(_short_error(error)) from None
+
+    def _call(self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except StoreError:
+            raise
+        except (self._exc.PermissionDeniedError, self._exc.UnauthenticatedError) as error:
+            raise StoreError(f"{what}: access denied ({_short_error(error)}); check the credentials and the bucket policy") from None
+        except (FileNotFoundError, self._exc.NotFoundError, self._exc.AlreadyExistsError, self._exc.PreconditionError):
+            raise
+        except Exception as error:
+            raise StoreError(f"{what}: {_short_error(error)}") from None
+
+    def _missing(self, error: BaseException) -> bool:
+        return isinstance(error, (FileNotFoundError, self._exc.NotFoundError))
+
+    def read(self, key: str) -> tuple[bytes, str | None] | None:
+        """(bytes, etag) of a small object, None when absent."""
+        try:
+            result = self._call(f"read {key}", self._obs.get, self._store, key)
+            return bytes(self._call(f"read {key}", result.bytes)), result.meta.get("e_tag")
+        except (FileNotFoundError, self._exc.NotFoundError):
+            return None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call(f"head {key}", self._obs.head, self._store, key)
+            return True
+        except (FileNotFoundError, self._exc.NotFoundError):
+            return False
+
+    def download(self, key: str, handle: Any) -> tuple[int, str]:
+        """Stream an object into an open file; (size, sha256). Raises StoreError when absent."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            result = self._call(f"download {key}", self._obs.get, self._store, key)
+            for chunk in self._call(f"download {key}", result.stream, min_chunk_size=STORE_CHUNK):
+                data = memoryview(chunk)
+                handle.write(data)
+                digest.update(data)
+                size += len(data)
+        except (FileNotFoundError, self._exc.NotFoundError):
+            raise StoreError(f"{key} vanished during the download") from None
+        except StoreError:
+            raise
+        except Exception as error:  # errors raised while iterating the stream
+            raise StoreError(f"download {key}: {_short_error(error)}") from None
+        return size, digest.hexdigest()
+
+    def create(self, key: str, data: bytes | Path) -> bool:
+        """Conditional create (If-None-Match: *; multipart for files): False when the key exists."""
+        try:
+            if isinstance(data, Path):
+                with open(data, "rb") as handle:
+                    self._call(f"upload {key}", self._obs.put, self._store, key, handle, mode="create", chunk_size=STORE_CHUNK, max_concurrency=4)
+            else:
+                self._call(f"upload {key}", self._obs.put, self._store, key, data, mode="create")
+            return True
+        except (self._exc.AlreadyExistsError, self._exc.PreconditionError):
+            return False
+        except OSError as error:
+            raise StoreError(f"upload {key}: {error.strerror or error}") from None
+
+    def replace(self, key: str, data: bytes | Path, etag: str | None = None) -> bool:
+        """Overwrite; with `etag` only if the object is still that version (If-Match; S3 only)."""
+        mode: Any = {"e_tag": etag} if etag and not self.local else "overwrite"
+        try:
+            if isinstance(data, Path):
+                with open(data, "rb") as handle:
+                    self._call(f"upload {key}", self._obs.put, self._store, key, handle, mode=mode, chunk_size=STORE_CHUNK, max_concurrency=4)
+            else:
+                self._call(f"upload {key}", self._obs.put, self._store, key, data, mode=mode)
+            return True
+        except (self._exc.AlreadyExistsError, self._exc.PreconditionError, FileNotFoundError, self._exc.NotFoundError):
+            return False
+        except OSError as error:
+            raise StoreError(f"upload {key}: {error.strerror or error}") from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._call(f"delete {key}", self._obs.delete, self._store, key)
+        except (FileNotFoundError, self._exc.NotFoundError):
+            pass
+
+
+class FleetLease:
+    """`<entry>/lease.json`, created with a conditional create, renewed while building, taken over
+    once expired. Only an accelerator: correctness comes from the sha256 check and first-publish-wins."""
+
+    def __init__(self, store: EngineStore, key: str, seconds: float) -> None:
+        import secrets
+
+        self.store = store
+        self.key = key
+        self.seconds = seconds
+        self.token = secrets.token_hex(8)
+        self.etag: str | None = None
+        self.held = False
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        return json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "token": self.token,
+                           "expires_at": time.time() + self.seconds, "seconds": self.seconds}).encode()
+
+    def _refresh_etag(self) -> None:
+        current = self.store.read(self.key)
+        self.etag = current[1] if current else None
+
+    def try_acquire(self) -> tuple[bool, dict[str, Any] | None]:
+        """(acquired, holder): the holder's record when another live server holds it."""
+        if self.store.create(self.key, self._body()):
+            self._refresh_etag()
+            self.held = True
+            return True, None
+        current = self.store.read(self.key)
+        if current is None:  # released between our create and read: next round
+            return False, None
+        try:
+            holder = json.loads(current[0])
+            expired = float(holder["expires_at"]) < time.time()
+        except (ValueError, KeyError, TypeError):
+            holder, expired = {}, True  # unreadable lease: treat as expired
+        if not expired:
+            return False, holder
+        if self.store.local:
+            # no If-Match on a plain filesystem: the one taker that creates the marker for this
+            # expired lease (named by its content) replaces it; the others see a live lease next round
+            taken = self.store.create(f"{self.key}.taken-{sha256_of_bytes(current[0])[:16]}", b"")
+            if taken:
+                self.store.replace(self.key, self._body())
+        else:
+            taken = self.store.replace(self.key, self._body(), etag=current[1])
+        if not taken:
+            return False, holder
+        self._refresh_etag()
+        self.held = True
+        log(f"fleet lease of {holder.get('host', '?')} pid {holder.get('pid', '?')} expired; taking over the build")
+        return True, None
+
+    def live_holder(self) -> dict[str, Any] | None:
+        """The record of an unexpired lease, else None (read only: for pull-only servers)."""
+        current = self.store.read(self.key)
+        try:
+            holder = json.loads(current[0]) if current else None
+            return holder if holder and float(holder["expires_at"]) >= time.time() else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def start_renewal(self) -> None:
+        def renew() -> None:
+            while not self._stop.wait(max(0.2, self.seconds / 3)):
+                try:
+                    if self.store.local:
+                        current = self.store.read(self.key)
+                        mine = current is not None and json.loads(current[0]).get("token") == self.token
+                        ok = mine and self.store.replace(self.key, self._body())
+                    else:
+                        ok = self.store.replace(self.key, self._body(), etag=self.etag)
+                    if not ok:
+                        self.lost = True
+                        return
+                    if not self.store.local:
+                        self._refresh_etag()
+                except (StoreError, ValueError):
+                    pass  # a hiccup: the lease may expire and be taken over, which is safe
+
+        self._thread = threading.Thread(target=renew, name="fleet-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if not self.held:
+            return
+        try:
+            current = self.store.read(self.key)
+            if current is not None and json.loads(current[0]).get("token") == self.token:
+                self.store.delete(self.key)
+        except (StoreError, ValueError):
+            pass
+        self.held = False
+
+
+class FleetEnsure:
+    """On a local miss: pull, or wait for the fleet's builder, or build under the lease and publish."""
+
+    def __init__(self, options: Options, system: SystemInfo, plan: EnginePlan, onnx_model: Any) -> None:
+        self.options = options
+        self.system = system
+        self.plan = plan
+        self.onnx_model = onnx_model
+        self.url = str(options.engine_store)
+        self.publish = options.engine_store_mode != "pull"
+        self.store: EngineStore | None = None
+        self.entry = ""
+        self.broken = False  # the stored entry failed its sha256 check: a writer repairs it
+        self.foreign = False  # a valid entry for other options under the same name: left alone
+        self.onnx_stamp: FileStamp | None = None
+        self.lease: FleetLease | None = None
+        self._timing_etag: str | None = None
+
+    def _off(self, error: StoreError) -> None:
+        notice(f"engine store {self.url} not used ({error}); going on with the local engine cache")
+        self.store = None
+
+    def ensure(self) -> tuple[Sidecar, str]:
+        try:
+            self.store = EngineStore(self.url, writable=self.publish)
+            self.onnx_stamp = FileStamp.of(Path(self.onnx_model.path))
+            self.entry = f"{self.plan.stem}/{self.onnx_stamp.sha256[:STORE_SHA_PREFIX]}"
+            if not self.options.force:  # --force: rebuild here; publish only if nobody has yet
+                pulled = self.try_pull()
+                if pulled is None and not (self.broken or self.foreign):
+                    pulled = self.wait_for_fleet()
+                if pulled is not None:
+                    return pulled
+            if self.publish and not self.foreign and self.lease is None:
+                lease = FleetLease(self.store, f"{self.entry}/lease.json", self._lease_seconds())
+                self.lease = lease if lease.try_acquire()[0] else None
+        except StoreError as error:
+            self._off(error)
+        try:
+            if self.store is not None and self.lease is not None:
+                self.lease.start_renewal()
+                self.seed_timing_cache()
+            sidecar = build_and_install(self.options, self.system, self.plan, self.onnx_model)
+            if self.store is not None and self.publish and not self.foreign and not (self.lease and self.lease.lost):
+                try:
+                    self.publish_engine(sidecar)
+                except StoreError as error:
+                    notice(f"engine store {self.url}: publishing failed ({error}); the local engine is in place")
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+        return sidecar, f"built in {sidecar.build_seconds:.1f} s"
+
+    @staticmethod
+    def _lease_seconds() -> float:
+        try:
+            return max(0.5, float(os.environ.get(STORE_LEASE_ENV) or DEFAULT_STORE_LEASE_S))
+        except ValueError:
+            return DEFAULT_STORE_LEASE_S
+
+    def wait_for_fleet(self) -> tuple[Sidecar, str] | None:
+        """Take the lease (read-write), or wait while another server holds it and pull its engine
+        (bounded by BUILD_LOCK_TIMEOUT_S). None: build here (holding the lease when we could take it)."""
+        assert self.store is not None
+        seconds = self._lease_seconds()
+        lease = FleetLease(self.store, f"{self.entry}/lease.json", seconds)
+        try:
+            timeout = float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
+        except ValueError:
+            timeout = DEFAULT_LOCK_TIMEOUT_S
+        deadline = time.monotonic() + timeout
+        announced = False
+        while True:
+            if self.publish:
+                acquired, holder = lease.try_acquire()
+                if acquired:
+                    self.lease = lease
+                    pulled = self.try_pull()  # the holder before us may have published just now
+                    if pulled is not None:
+                        lease.release()
+                        self.lease = None
+                    return pulled
+            else:  # pull-only: wait for a live builder, never take a lease
+                holder = lease.live_holder()
+                if holder is None:  # nobody building (or done just now: look once more)
+                    return self.try_pull()
+            if not announced and holder:
+                log(f"{holder.get('host', '?')} pid {holder.get('pid', '?')} is building {self.plan.stem} for the fleet; waiting up to {timeout:.0f}s ({LOCK_TIMEOUT_ENV}) to pull it")
+                announced = True
+            pulled = self.try_pull()
+            if pulled is not None or self.broken or self.foreign:
+                return pulled
+            if time.monotonic() >= deadline:
+                notice(f"gave up waiting {timeout:.0f}s for the fleet build of {self.plan.stem}; building here")
+                return None
+            time.sleep(min(1.0, seconds / 4))
+
+    def try_pull(self) -> tuple[Sidecar, str] | None:
+        """Pull the committed engine when the stored sidecar's key and ONNX match; None otherwise."""
+        assert self.store is not None and self.onnx_stamp is not None
+        found = self.store.read(f"{self.entry}/{self.plan.stem}.json")
+        if found is None:
+            return None
+        try:  # the same reader as a local sidecar
+            copy = self.plan.engine_dir / f".{self.plan.stem}.json.store.tmp"
+            atomic_write_bytes(copy, found[0])
+            try:
+                stored = Sidecar.read(copy)
+            finally:
+                _remove_quietly(copy)
+        except ValueError as error:
+            notice(f"engine store: the stored sidecar of {self.plan.stem} is unusable ({error}); refused, building here")
+            self.broken = True
+            return None
+        if stored.key != self.plan.key or stored.onnx.sha256 != self.onnx_stamp.sha256:
+            log(f"engine store: {self.entry} holds an engine for other options (opt/min batch or precision request); building here")
+            self.foreign = True
+            return None
+        began = time.monotonic()
+        sidecar = self.install_pulled(stored)
+        if sidecar is None:
+            return None
+        seconds = time.monotonic() - began
+        log(f"engine pulled from {self.url} in {seconds:.1f} s")
+        return sidecar, f"pulled from {self.url} in {seconds:.1f} s"
+
+    def install_pulled(self, stored: Sidecar) -> Sidecar | None:
+        """Download to a temp file in ENGINE_DIR, check size and sha256 against the sidecar, then
+        install like a local build: engine (old sidecar dropped first), then the sidecar, last."""
+        import tempfile
+
+        assert self.store is not None and self.onnx_stamp is not None
+        plan = self.plan
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=plan.engine_dir, prefix=f".{plan.engine_path.name}.", suffix=".tmp")
+        except OSError as error:
+            raise ToolError(f"cannot write in {plan.engine_dir} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE) from None
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                size, digest = self.store.download(f"{self.entry}/{plan.stem}.engine", handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if size != stored.engine_size or digest != stored.engine_sha256:
+                notice(f"engine store: {self.entry}/{plan.stem}.engine does not match its sidecar (sha256 {digest[:12]}, expected {stored.engine_sha256[:12]}); refused, building here")
+                self.broken = True
+                return None
+            given = given_model_file(self.options)
+            sidecar = dataclasses.replace(
+                stored, onnx=self.onnx_stamp, source=FileStamp.of(given, self.onnx_stamp) if given is not None else None,
+                origin={"how": "pulled", "store": self.url, "built_on": (stored.origin or {}).get("host"),
+                        "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            _remove_quietly(plan.sidecar_path)
+            fsync_directory(plan.engine_dir)
+            os.replace(tmp, plan.engine_path)
+            fsync_directory(plan.engine_dir)
+        except OSError as error:
+            raise ToolError(f"cannot write {plan.engine_path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED) from None
+        finally:
+            _remove_quietly(tmp)
+        atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
+        return sidecar
+
+    def _timing_key(self) -> str:
+        return f"timing/{self.plan.timing_cache_path.name}"
+
+    def seed_timing_cache(self) -> None:
+        """Start the build from the fleet's timing cache (merged into this server's own, if any)."""
+        assert self.store is not None
+        try:
+            found = self.store.read(self._timing_key())
+        except StoreError:
+            return
+        if found is None:
+            return
+        self._timing_etag = found[1]
+        local = self.plan.timing_cache_path
+        merged = merge_timing_caches(local.read_bytes(), found[0]) if local.exists() else found[0]
+        if merged is not None:
+            atomic_write_bytes(local, merged)
+
+    def publish_engine(self, sidecar: Sidecar) -> None:
+        """Engine, then sidecar (the commit marker; first publish wins), then the timing cache."""
+        assert self.store is not None
+        if self.foreign:
+            return
+        plan = self.plan
+        engine_key, sidecar_key = f"{self.entry}/{plan.stem}.engine", f"{self.entry}/{plan.stem}.json"
+        if self.store.exists(sidecar_key) and not self.broken:
+            log(f"engine store: {plan.stem} was published by another server first; keeping theirs", level=2)
+            return
+        began = time.monotonic()
+        # an engine object without a sidecar is a dead builder's leftover (or being replaced): overwrite
+        if not self.store.create(engine_key, plan.engine_path):
+            self.store.replace(engine_key, plan.engine_path)
+        record = dataclasses.replace(sidecar, origin={"how": "built", "host": os.uname().nodename,
+                                                      "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        body = (json.dumps(record.as_json(), indent=2, sort_keys=True) + "\n").encode()
+        committed = self.store.replace(sidecar_key, body) if self.broken else self.store.create(sidecar_key, body)
+        if not committed:
+            log(f"engine store: {plan.stem} was published by another server first; keeping theirs", level=2)
+            return
+        log(f"engine published to {self.url} in {time.monotonic() - began:.1f} s ({sidecar.engine_size} bytes)")
+        self.publish_timing_cache()
+
+    def publish_timing_cache(self) -> None:
+        """Write our cache back; when another server's landed since we read it, merge the two with
+        TensorRT (ITimingCache.combine) and try again (If-Match on S3)."""
+        assert self.store is not None
+        cache = self.plan.timing_cache_path
+        if not cache.exists():
+            return
+        key, data, etag = self._timing_key(), cache.read_bytes(), self._timing_etag
+        for _ in range(3):
+            if not self.store.local and (self.store.replace(key, data, etag=etag) if etag else self.store.create(key, data)):
+                return
+            current = self.store.read(key)
+            if current is not None:
+                merged = merge_timing_caches(data, current[0])
+                if merged is None:
+                    log("engine store: the fleet's timing cache does not combine with ours; kept the fleet's", level=2)
+                    return
+                data, etag = merged, current[1]
+                atomic_write_bytes(cache, data)
+            else:
+                etag = None
+            if self.store.local:  # no If-Match on a filesystem: merged with what is there, last writer wins
+                self.store.replace(key, data)
+                return
+        log("engine store: the fleet's timing cache kept changing; left it as it is", level=2)
+
+
+def merge_timing_caches(ours: bytes, theirs: bytes) -> bytes | None:
+    """One timing cache holding both caches' entries (same GPU and TensorRT), or None."""
+    try:
+        trt = import_tensorrt()
+        config = trt.Builder(make_trt_logger(trt)).create_builder_config()
+        mine, other = config.create_timing_cache(ours), config.create_timing_cache(theirs)
+        if mine is None or other is None or not mine.combine(other, False):
+            return None
+        return bytes(mine.serialize())
+    except Exception:  # a cache TensorRT cannot read: keep the fleet's
+        return None
+
+
+def ensure_engine(options: Options, system: SystemInfo, plan: EnginePlan, onnx_model: Any) -> tuple[Sidecar, str]:
+    """Under the local build lock: (sidecar, how) from the fleet store if one is set, else a local build."""
+    if options.engine_store:
+        return FleetEnsure(options, system, plan, onnx_model).ensure()
+    sidecar = build_and_install(options, system, plan, onnx_model)
+    return sidecar, f"built in {sidecar.build_seconds:.1f} s"
+
+
+def engine_origin(options: Options, system: SystemInfo) -> dict[str, Any]:
+    """For --info: the engine this run would use and where it came from (built here or pulled)."""
+    report: dict[str, Any] = {"store": options.engine_store, "store_mode": options.engine_store_mode if options.engine_store else None}
+    if not system.gpus or not system.tensorrt_version:
+        return {**report, "engine": None, "valid": False, "origin": None}
+    plan = plan_engine(options, system.gpu(options.gpu_id), system.tensorrt_version)
+    state = check_engine(plan, options)
+    origin = None
+    if state.valid and state.sidecar is not None:
+        origin = (state.sidecar.origin or {}).get("how", "built")
+    return {**report, "engine": str(plan.engine_path), "valid": state.valid, "origin": origin, "reason": state.reason}
+
+
 # --------------------------------------------------------------------------------------------
 # 4. Configure: DeepStreamConfig
 # --------------------------------------------------------------------------------------------
@@ -3240,6 +3805,8 @@ class Options:
     batches: str | None = None
     seconds: float = 5.0
     compare_trtexec: bool = False
+    engine_store: str | None = None
+    engine_store_mode: str = "readwrite"
     explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var
     deep: bool = False
     resolved_source: Path | None = None  # the --pt/--onnx file as located, set once by given_model_file
@@ -3313,6 +3880,8 @@ _VALUE_FLAGS: tuple[tuple[str, str | None, str, Callable[[str], Any], str], ...]
     ("--pre-cluster-threshold", "PRE_CLUSTER_THRESHOLD", "pre_cluster_threshold", _float_in("--pre-cluster-threshold", 0.0, 1.0), "score threshold before NMS (default 0.25)"),
     ("--topk", "TOPK", "topk", _int_in("--topk", 1, 100000), "boxes kept per frame after NMS (default 300)"),
     ("--validate", "VALIDATE", "validate", _choice("--validate", ("quick", "full")), "ONNX check on the CPU: quick = batch 1 on a real image (the engine's reference); full = also min/opt/max batch, for machines without a GPU (default quick)"),
+    ("--engine-store", "ENGINE_STORE", "engine_store", parse_store_url, "share engines across a fleet: s3://bucket/prefix (AWS_* variables and ~/.aws files) or file:///path (default: off)"),
+    ("--engine-store-mode", "ENGINE_STORE_MODE", "engine_store_mode", _choice("--engine-store-mode", STORE_MODES), "readwrite, or pull for read-only credentials: never publish (default readwrite)"),
 )
 
 
@@ -3323,6 +3892,8 @@ def _metavar(dest: str) -> str:
         return "DIR"
     if dest in ("model", "precision", "validate"):
         return dest.upper()
+    if dest.startswith("engine_store"):
+        return "MODE" if dest.endswith("mode") else "URL"
     return "MB" if dest == "workspace_mb" else "N"
 
 
@@ -3457,10 +4028,12 @@ def _validate_path(flag: str, path: Path) -> None:
 
 def run_info(options: Options) -> int:
     info = SystemInfo.detect(import_tensorrt=True)
+    engine = engine_origin(options, info)
     if options.json:
-        print(json.dumps(info.as_json(), indent=2, sort_keys=True))
+        print(json.dumps({**info.as_json(), "engine": engine}, indent=2, sort_keys=True))
     else:
         print(info.as_table())
+        print(f"Engine      {engine['engine'] or 'not planned'} ({engine['origin'] or 'not built yet'}; store {engine['store'] or 'off'})")
     # the report is complete either way; no GPU is still an environment problem for callers
     return EXIT_OK if info.gpus else EXIT_ENVIRONMENT
 
@@ -3616,9 +4189,9 @@ def run_ensure(options: Options) -> int:
         remove_stale_temp_files(plan.engine_dir)
         pin_cuda_device(gpu)
         onnx_model = YOLOExporter(options).resolve()
-        sidecar = build_and_install(options, system, plan, onnx_model)
+        sidecar, how = ensure_engine(options, system, plan, onnx_model)  # the fleet store, if set, may pull
         # still under the lock: the config phase joins the timeline kept in the sidecar
-        return finish_ensure(options, system, plan, sidecar, f"built in {sidecar.build_seconds:.1f} s", started, built=True)
+        return finish_ensure(options, system, plan, sidecar, how, started, built=how.startswith("built"))
 
 
 def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, onnx_model: Any) -> Sidecar:

@@ -1,0 +1,344 @@
+"""Issue 16: one build per GPU model for a whole fleet, through an object store.
+
+Servers are separate processes with separate ENGINE_DIRs (tests/engine_env.py: fake GPU, fake
+TensorRT); the store is a real S3-protocol server (moto's standalone server on 127.0.0.1) or file://.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine_env import EngineMachine, kill_group
+from fleet_env import Store, committed_pairs_are_consistent, moto_server, new_bucket, s3_client, sha256
+from tests.fakes.gpus import GPU_RTX_3060
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory):
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(params=["s3", "file"])
+def store(request, tmp_path):
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        return Store(f"s3://{new_bucket(endpoint)}/engines", endpoint)
+    return Store(f"file://{tmp_path / 'shared-store'}")
+
+
+@pytest.fixture
+def s3_store(s3_endpoint):
+    return Store(f"s3://{new_bucket(s3_endpoint)}/engines", s3_endpoint)
+
+
+def servers(tmp_path, count: int, **kwargs) -> list[EngineMachine]:
+    return [EngineMachine(tmp_path / f"server{i}", **kwargs) for i in range(count)]
+
+
+def outcome(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 0, done.stderr
+    for word in ("built", "pulled", "reused"):
+        if f"({word}" in done.stdout:
+            return word
+    raise AssertionError(done.stdout)
+
+
+def notices(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if "engine store" in line and line.startswith("notice:")]
+
+
+def run_together(machines: list[EngineMachine], env: dict[str, str], timeout: float = 120) -> list[subprocess.CompletedProcess]:
+    started = [m.start(**env) for m in machines]
+    results = []
+    for machine, process in zip(machines, started):
+        try:
+            out, err = process.communicate(timeout=timeout)
+        finally:
+            kill_group(process)
+        results.append(subprocess.CompletedProcess(machine.argv(), process.returncode, out, err))
+    return results
+
+
+def test_four_servers_build_once_and_pull_three_times(tmp_path, store):
+    machines = servers(tmp_path, 4)
+    results = run_together(machines, {**store.env(), "FAKE_TRT_BUILD_SECONDS": "1", "ENGINE_STORE_LEASE_S": "5"})
+    assert sorted(outcome(r) for r in results) == ["built", "pulled", "pulled", "pulled"], [r.stderr for r in results]
+    digests = {sha256(m.only_engine().read_bytes()) for m in machines}
+    assert len(digests) == 1
+    stored = store.objects()
+    engine_keys = [k for k in stored if k.endswith(".engine")]
+    assert len(engine_keys) == 1 and sha256(stored[engine_keys[0]]) in digests
+    stem = machines[0].only_engine().stem
+    assert engine_keys[0].startswith(f"{stem}/") and len(engine_keys[0].split("/")[1]) == 16  # <stem>/<onnx sha256[:16]>/
+    assert not [k for k in stored if k.endswith("lease.json")], "the lease is dropped after publishing"
+    assert [k for k in stored if k.startswith("timing/")], "the timing cache is published"
+    for machine, result in zip(machines, results):
+        sidecar = machine.sidecar_of(machine.only_engine())
+        assert (sidecar["origin"] or {}).get("how", "built") == outcome(result)
+        assert (machine.config_dir / "config_infer_auto_generated.txt").exists()
+        assert (machine.config_dir / "labels.txt").read_text().split() == ["car", "bus", "person"]
+        if outcome(result) == "pulled":
+            assert "engine pulled from " + store.url in result.stderr
+            assert sidecar["onnx"]["path"] == str(machine.onnx.resolve())  # local stamp: the warm path never re-hashes
+    # the next start of a puller is a plain warm reuse
+    assert outcome(machines[1].run(**store.env())) == "reused"
+
+
+def test_second_gpu_model_builds_its_own_and_leaves_the_first_alone(tmp_path, s3_store):
+    first, second = servers(tmp_path, 2)
+    assert outcome(first.run(**s3_store.env())) == "built"
+    before = s3_store.objects()
+    second.use_gpu(GPU_RTX_3060)
+    done = second.run(**s3_store.env())
+    assert outcome(done) == "built"
+    after = s3_store.objects()
+    assert {k: v for k, v in after.items() if k in before and not k.startswith("timing/")} == {k: v for k, v in before.items() if not k.startswith("timing/")}
+    assert sorted(k.split("/")[0] for k in after if k.endswith(".engine")) == sorted([first.only_engine().stem, second.only_engine().stem])
+    assert "sm86" in second.only_engine().name
+    assert len([k for k in after if k.startswith("timing/")]) == 2  # one timing cache per compute capability + TensorRT
+
+
+def test_killed_builder_lease_expires_and_nobody_pulls_a_partial_engine(tmp_path, store):
+    victim, taker, waiter = servers(tmp_path, 3)
+    env = {**store.env(), "ENGINE_STORE_LEASE_S": "3"}
+    process = victim.start(**{**env, "FAKE_TRT_BUILD_SECONDS": "60", "ENGINE_STORE_LEASE_S": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while not store.keys_ending("lease.json"):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        kill_group(process)  # SIGKILL mid-build: no release, no publish
+        process.wait(10)
+    (lease,) = store.keys_ending("lease.json")
+    entry = lease.rsplit("/", 1)[0]
+    stem = entry.split("/")[0]
+    store.write(f"{entry}/{stem}.engine", b"partial upload of a dead builder")  # died mid-publish
+    results = run_together([taker, waiter], {**env, "FAKE_TRT_BUILD_SECONDS": "0.5"})
+    assert sorted(outcome(r) for r in results) == ["built", "pulled"], [r.stderr for r in results]
+    assert any("expired; taking over the build" in r.stderr for r in results)
+    assert committed_pairs_are_consistent(store)
+    assert sha256(taker.only_engine().read_bytes()) == sha256(waiter.only_engine().read_bytes())
+    assert b"partial" not in taker.only_engine().read_bytes() + waiter.only_engine().read_bytes()
+    assert victim.engines() == []
+
+
+def test_tampered_stored_engine_is_refused_and_a_pull_only_server_writes_nothing(tmp_path, s3_store):
+    store = s3_store
+    builder, reader, repairer = servers(tmp_path, 3)
+    assert outcome(builder.run(**store.env())) == "built"
+    (key,) = store.keys_ending(".engine")
+    tampered = bytearray(store.objects()[key])
+    tampered[len(tampered) // 2] ^= 0xFF
+    store.write(key, bytes(tampered))
+    snapshot = store.objects()
+    done = reader.run(**store.env(), ENGINE_STORE_MODE="pull")
+    assert outcome(done) == "built"
+    assert len(notices(done)) == 1 and "does not match its sidecar" in notices(done)[0]
+    assert sha256(reader.only_engine().read_bytes()) != sha256(bytes(tampered))
+    assert store.objects() == snapshot, "a pull-only server never writes the store"
+    assert reader.temp_files() == []
+    # a read-write server rebuilds too and repairs the entry; the next server pulls again
+    assert outcome(repairer.run(**store.env())) == "built"
+    assert committed_pairs_are_consistent(store)
+    late = EngineMachine(tmp_path / "late")
+    assert outcome(late.run(**store.env())) == "pulled"
+
+
+@pytest.fixture(scope="module")
+def auth_s3(tmp_path_factory):
+    """A moto server enforcing credentials: a bucket, a read-only user's keys."""
+    with moto_server(tmp_path_factory.mktemp("moto-auth"), auth_free_actions=4) as endpoint:
+        client = s3_client(endpoint)
+        client.create_bucket(Bucket="fleet-auth")
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+                           aws_secret_access_key="x", region_name="us-east-1")
+        iam.create_user(UserName="reader")
+        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        yield endpoint, key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@pytest.mark.parametrize("failure", ["down", "wrong-credentials", "read-only"])
+def test_store_failures_never_fail_a_start(tmp_path, failure, request):
+    from fleet_env import aws_env, free_port
+
+    box = EngineMachine(tmp_path)
+    if failure == "down":
+        env = {"ENGINE_STORE": "s3://fleet-down/engines", **aws_env(f"http://127.0.0.1:{free_port()}")}
+    else:
+        endpoint, key, secret = request.getfixturevalue("auth_s3")
+        if failure == "wrong-credentials":
+            key, secret = "AKIAWRONGWRONGWRONG0", "wrong"
+        env = {"ENGINE_STORE": "s3://fleet-auth/engines", **aws_env(endpoint, key, secret)}
+    started = time.monotonic()
+    done = box.run(**env)
+    assert outcome(done) == "built"
+    assert len(notices(done)) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 60
+    if failure == "down":
+        assert outcome(box.run(**env)) == "reused"  # a local hit never touches the store
+
+
+def test_file_store_in_an_unwritable_place_never_fails_a_start(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the store directory should be")
+    box = EngineMachine(tmp_path / "box")
+    done = box.run(ENGINE_STORE=f"file://{blocker}/engines")
+    assert outcome(done) == "built"
+    assert len(notices(done)) == 1, done.stderr
+
+
+def test_warm_path_does_not_import_the_store_client(tmp_path, s3_store):
+    from test_engine_cache import WARM_PROBE
+
+    store = s3_store
+    box = EngineMachine(tmp_path / "box")
+    assert outcome(box.run(**store.env())) == "built"
+    probe = WARM_PROBE.format(heavy=("obstore", "boto3", "botocore", "tensorrt", "onnx"))
+    done = subprocess.run([sys.executable, "-c", probe, *box.argv()[1:]], capture_output=True, text=True,
+                          env={**box.env, **store.env()}, cwd=box.tmp, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY=\n" in done.stderr
+    assert "(reused" in done.stdout
+
+
+def test_info_json_says_where_the_engine_came_from(tmp_path):
+    store = Store(f"file://{tmp_path / 'shared'}")
+    builder, puller = EngineMachine(tmp_path / "a"), EngineMachine(tmp_path / "b")
+    info = json.loads(builder.run("--info", "--json", **store.env()).stdout)
+    assert info["engine"]["origin"] is None and info["engine"]["store"] == store.url
+    assert outcome(builder.run(**store.env())) == "built"
+    assert outcome(puller.run(**store.env())) == "pulled"
+    assert json.loads(builder.run("--info", "--json", **store.env()).stdout)["engine"]["origin"] == "built"
+    assert json.loads(puller.run("--info", "--json", **store.env()).stdout)["engine"]["origin"] == "pulled"
+
+
+@pytest.mark.parametrize("url", ["http://bucket/x", "s3://B/x", "file://relative/path", "s3://"])
+def test_bad_store_url_is_one_line_and_exit_2(url, capsys):
+    import auto_build_engine as tool
+
+    assert tool.main(["--engine-store", url, "--info"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--engine-store" in err and "Traceback" not in err
+    with pytest.raises(tool.ToolError, match="ENGINE_STORE"):
+        tool.parse_options([], environ={"ENGINE_STORE": url})
+
+
+def test_store_settings_come_from_the_aws_files_when_the_variables_are_unset(tmp_path):
+    import auto_build_engine as tool
+
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text("[default]\naws_access_key_id = AKIAFILE\naws_secret_access_key = s3cret\n"
+                                                  "[team]\naws_access_key_id = AKIATEAM\naws_secret_access_key = other\n")
+    (tmp_path / ".aws" / "config").write_text("[profile team]\nregion = eu-west-1\nendpoint_url = http://minio:9000\n")
+    assert tool._aws_file_settings({"HOME": str(tmp_path), "AWS_PROFILE": "team"}) == {
+        "access_key_id": "AKIATEAM", "secret_access_key": "other", "region": "eu-west-1", "endpoint": "http://minio:9000"}
+    env_wins = tool._aws_file_settings({"HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_REGION": "us-east-2"})
+    assert env_wins == {"secret_access_key": "s3cret"}
+
+
+def test_pull_only_server_waits_for_the_fleet_builder_and_writes_nothing(tmp_path):
+    store = Store(f"file://{tmp_path / 'shared'}")
+    builder, reader = EngineMachine(tmp_path / "a"), EngineMachine(tmp_path / "b")
+    process = builder.start(**store.env(), FAKE_TRT_BUILD_SECONDS="2", ENGINE_STORE_LEASE_S="5")
+    try:
+        deadline = time.monotonic() + 60
+        while not store.keys_ending("lease.json"):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        done = reader.run(**store.env(), ENGINE_STORE_MODE="pull")
+        out, err = process.communicate(timeout=60)
+    finally:
+        kill_group(process)
+    assert "(built in" in out, err
+    assert outcome(done) == "pulled" and "is building" in done.stderr, done.stderr
+    assert "engine published" not in done.stderr and notices(done) == []
+
+
+def test_force_rebuilds_here_and_keeps_the_first_publish(tmp_path):
+    store = Store(f"file://{tmp_path / 'shared'}")
+    first, second = EngineMachine(tmp_path / "a"), EngineMachine(tmp_path / "b")
+    assert outcome(first.run(**store.env())) == "built"
+    published = store.objects()
+    assert outcome(second.run("--force", **store.env())) == "built"
+    assert {k: v for k, v in store.objects().items() if not k.startswith("timing/")} == {k: v for k, v in published.items() if not k.startswith("timing/")}
+
+
+def timing_entries(data: bytes) -> dict:
+    return json.loads(data[len(b"FTRTTC01"):])["entries"]  # the fake TensorRT's cache format
+
+
+def test_timing_caches_of_two_servers_are_merged_in_the_store(tmp_path):
+    store = Store(f"file://{tmp_path / 'shared'}")
+    fp16, fp32 = EngineMachine(tmp_path / "a"), EngineMachine(tmp_path / "b")
+    assert outcome(fp32.run("--precision", "fp32")) == "built"  # b has its own cache first, no store
+    assert outcome(fp16.run(**store.env())) == "built"
+    (key,) = [k for k in store.objects() if k.startswith("timing/")]
+    assert len(timing_entries(store.objects()[key])) == 1
+    assert outcome(fp32.run("--precision", "fp32", "--force", **store.env())) == "built"
+    merged = timing_entries(store.objects()[key])
+    assert len(merged) == 2  # the fp16 tactics of a and the fp32 tactics of b
+    (local,) = fp32.engine_dir.glob("timing-*.cache")
+    assert timing_entries(local.read_bytes()) == merged
+
+
+def test_merge_timing_caches_combines_entries(use_fake_tensorrt, monkeypatch):
+    import auto_build_engine as tool
+
+    trt = use_fake_tensorrt("10.9.0.34")
+    monkeypatch.setenv("FAKE_TRT_CC", "8.9")
+    config = trt.Builder(tool.make_trt_logger(trt)).create_builder_config()
+
+    def cache(entries: dict) -> bytes:
+        made = config.create_timing_cache(b"")
+        made._entries.update(entries)
+        return bytes(made.serialize())
+
+    merged = tool.merge_timing_caches(cache({"a": "1"}), cache({"b": "2"}))
+    assert timing_entries(merged) == {"a": "1", "b": "2"}
+    assert tool.merge_timing_caches(cache({"a": "1"}), b"not a cache") is None
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_only_one_of_two_servers_takes_over_an_expired_lease(tmp_path, kind, request, monkeypatch):
+    """Both read the expired lease before either replaces it: exactly one may win."""
+    import auto_build_engine as tool
+    from fleet_env import aws_env
+
+    if kind == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        for name, value in aws_env(endpoint).items():  # obstore reads the variables itself
+            monkeypatch.setenv(name, value)
+        store = tool.EngineStore(f"s3://{new_bucket(endpoint)}/engines")
+    else:
+        store = tool.EngineStore(f"file://{tmp_path / 'shared'}")
+    key = "stem/0123456789abcdef/lease.json"
+    store.create(key, json.dumps({"host": "dead", "pid": 1, "token": "old", "expires_at": time.time() - 1}).encode())
+    stale = store.read(key)
+    first, second = tool.FleetLease(store, key, 30), tool.FleetLease(store, key, 30)
+    assert first.try_acquire()[0]
+    real_read = store.read
+    reads = iter([stale])
+    store.read = lambda k: next(reads, None) or real_read(k)  # the second server read before the first wrote
+    assert second.try_acquire()[0] is False
+    store.read = real_read
+    assert json.loads(store.read(key)[0])["token"] == first.token
+
+
+def test_pull_only_server_does_not_create_a_missing_file_store(tmp_path):
+    box = EngineMachine(tmp_path / "box")
+    done = box.run(ENGINE_STORE=f"file://{tmp_path / 'nowhere'}", ENGINE_STORE_MODE="pull")
+    assert outcome(done) == "built" and len(notices(done)) == 1
+    assert not (tmp_path / "nowhere").exists()
