@@ -2932,7 +2932,7 @@ class DeepStreamConfig:
         The entrypoint may derive NUM_SOURCES from the app's sources; a later `--check` (the
         healthcheck) or a plain rebuild without it must not call that config wrong or reset it.
         """
-        if "num_sources" in self.options.explicit or self._on_disk is None:
+        if self.options.num_sources_given or self._on_disk is None:
             return self.options.num_sources
         match = re.search(r"^batch-size=(\d+)$", self._on_disk, flags=re.M)
         if match and 1 <= int(match.group(1)) <= self.sidecar.max_batch:
@@ -3240,7 +3240,8 @@ class Options:
     batches: str | None = None
     seconds: float = 5.0
     compare_trtexec: bool = False
-    explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var
+    explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var: read only by the CLI layer
+    num_sources_given: bool = False  # NUM_SOURCES/--num-sources was given (else a config's batch-size is kept); set by parse_options
     deep: bool = False
     resolved_source: Path | None = None  # the --pt/--onnx file as located, set once by given_model_file
 
@@ -3379,6 +3380,7 @@ def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | N
     if namespace.seconds is not None:
         options.seconds = _float_in("--seconds", 0.001, 3600.0)(namespace.seconds)
     options.verbosity = max(0, 1 + namespace.verbose - namespace.quiet)
+    options.num_sources_given = "num_sources" in options.explicit
     validate_options(options)
     return options
 
