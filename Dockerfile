@@ -73,20 +73,11 @@ RUN if ! getent group "$DS_GID" > /dev/null; then groupadd --gid "$DS_GID" ds; f
 # video: NVDEC/NVENC for nvv4l2decoder/nvv4l2h264enc. Set explicitly, not left to the runtime.
 # CUDA_DEVICE_ORDER=PCI_BUS_ID: CUDA numbers GPUs like nvidia-smi/NVML, so GPU_ID means the same
 # GPU to the builder and to nvinfer's gpu-id.
+# The builder's own variables (MODEL, IMGSZ, ..., ENGINE_DIR) are not set here: their defaults
+# live in auto_build_engine.py alone (`python3 /app/auto_build_engine.py --help`).
 ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility,video \
 	CUDA_DEVICE_ORDER=PCI_BUS_ID \
 	APP_DIR=/app \
-	MODEL=yolo11x \
-	IMGSZ=1280 \
-	MIN_BATCH=1 \
-	OPT_BATCH=4 \
-	MAX_BATCH=16 \
-	PRECISION=auto \
-	WORKSPACE_MB=8192 \
-	ENGINE_DIR=/app/engines/tensorrt \
-	MODELS_DIR=/app/engines/models \
-	CONFIG_DIR=/app/configs \
-	GPU_ID=0 \
 	PYTHONUNBUFFERED=1
 
 # Engines are per GPU and per TensorRT version: keep them on a volume, not in a layer.

@@ -3497,7 +3497,7 @@ class DeepStreamConfig:
         The entrypoint may derive NUM_SOURCES from the app's sources; a later `--check` (the
         healthcheck) or a plain rebuild without it must not call that config wrong or reset it.
         """
-        if "num_sources" in self.options.explicit or self._on_disk is None:
+        if self.options.num_sources_given or self._on_disk is None:
             return self.options.num_sources
         match = re.search(r"^batch-size=(\d+)$", self._on_disk, flags=re.M)
         if match and 1 <= int(match.group(1)) <= self.sidecar.max_batch:
@@ -3797,6 +3797,7 @@ class Options:
     validate: str = "quick"  # "full": also onnxruntime at min/opt/max batch on the CPU
     force: bool = False
     check: bool = False
+    check_env: bool = False  # --check-env: parse and validate the options/environment, nothing else
     info: bool = False
     json: bool = False
     dry_run: bool = False
@@ -3807,7 +3808,8 @@ class Options:
     compare_trtexec: bool = False
     engine_store: str | None = None
     engine_store_mode: str = "readwrite"
-    explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var
+    explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var: read only by the CLI layer
+    num_sources_given: bool = False  # NUM_SOURCES/--num-sources was given (else a config's batch-size is kept); set by parse_options
     deep: bool = False
     resolved_source: Path | None = None  # the --pt/--onnx file as located, set once by given_model_file
 
@@ -3907,6 +3909,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(flag, dest=dest, metavar=_metavar(dest), help=f"{help_text} [{env}]", default=None)
     parser.add_argument("--force", action="store_true", help="rebuild even if a valid engine exists")
     parser.add_argument("--check", action="store_true", help="exit 0 if a valid engine + config exist, 1 if a build is needed; writes nothing")
+    parser.add_argument("--check-env", action="store_true", help="only validate the options and environment variables with the rules of a run (silent when valid, one line and exit 2 when not); imports nothing heavy, touches no GPU")
     parser.add_argument("--deep", action="store_true", help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole engine; the first --check of each engine does it anyway)")
     parser.add_argument("--info", action="store_true", help="print the system report and exit")
     parser.add_argument("--json", action="store_true", help="with --info: machine-readable JSON")
@@ -3945,11 +3948,12 @@ def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | N
         options.explicit.add(dest)
     if environ.get(PARSER_LIB_ENV):  # goes into the nvinfer config too: refuse it before anything is built
         check_config_text(PARSER_LIB_ENV, environ[PARSER_LIB_ENV])
-    for name in ("force", "check", "info", "json", "dry_run", "benchmark", "batches", "compare_trtexec", "deep"):
+    for name in ("force", "check", "check_env", "info", "json", "dry_run", "benchmark", "batches", "compare_trtexec", "deep"):
         setattr(options, name, getattr(namespace, name))
     if namespace.seconds is not None:
         options.seconds = _float_in("--seconds", 0.001, 3600.0)(namespace.seconds)
     options.verbosity = max(0, 1 + namespace.verbose - namespace.quiet)
+    options.num_sources_given = "num_sources" in options.explicit
     validate_options(options)
     return options
 
@@ -3965,7 +3969,7 @@ def validate_options(options: Options) -> None:
         raise ToolError("--json goes with --info or --benchmark")
     if (options.batches is not None or options.compare_trtexec) and not options.benchmark:
         raise ToolError("--batches and --compare-trtexec go with --benchmark")
-    exclusive = [name for name in ("check", "info", "dry_run", "benchmark") if getattr(options, name)]
+    exclusive = [name for name in ("check", "check_env", "info", "dry_run", "benchmark") if getattr(options, name)]
     if len(exclusive) > 1:
         raise ToolError(f"--{exclusive[0].replace('_', '-')} and --{exclusive[1].replace('_', '-')} are exclusive")
     if options.deep and (options.info or options.dry_run or options.benchmark):
@@ -4358,6 +4362,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         options = parse_options(argv)
         _VERBOSITY = options.verbosity
+        if options.check_env:  # parse_options validated everything: the entrypoint's check when no builder runs
+            return EXIT_OK
         if options.info:
             return run_info(options)
         if options.check:

@@ -14,16 +14,17 @@
 #   - -h/--help anywhere in the app's arguments               -> the app's help, nothing is built.
 # Rebuild explicitly with: docker exec CONTAINER python3 /app/auto_build_engine.py --force
 #
-# Environment (the CLI contract of auto_build_engine.py; it reads them itself):
+# Environment (the CLI contract of auto_build_engine.py: it reads, validates and defaults them
+# itself, see `python3 auto_build_engine.py --help`):
 #   MODEL PT_PATH ONNX_PATH IMGSZ MIN_BATCH OPT_BATCH MAX_BATCH PRECISION WORKSPACE_MB
-#   ENGINE_DIR MODELS_DIR CONFIG_DIR GPU_ID NUM_SOURCES
+#   ENGINE_DIR MODELS_DIR CONFIG_DIR GPU_ID NUM_SOURCES ...
 # and of this script:
 #   APP_DIR            where auto_build_engine.py and main_low_latency.py live (default: this dir)
-#   SKIP_ENGINE_BUILD  1|true|yes: start the app without the engine step
+#   SKIP_ENGINE_BUILD  1|true|yes: start the app without the engine step (0|false|no or unset: with it)
 #
-# Exit codes: the builder's (1 build failed, 3 environment missing, 130/143 interrupted) when the
-# engine step fails; 2 for an invalid variable, checked before anything runs; otherwise the exec'd
-# program's own.
+# Exit codes: the builder's (1 build failed, 2 invalid variable or input, 3 environment missing,
+# 130/143 interrupted) when the engine step fails; 2 for an invalid variable, checked before
+# anything is built; otherwise the exec'd program's own.
 set -Eeuo pipefail
 
 # usage: ds_log MESSAGE...
@@ -62,52 +63,51 @@ docker_setup_env() {
 	fi
 }
 
-# usage: _ds_is_int VALUE
-_ds_is_int() {
-	[[ "$1" =~ ^[0-9]+$ ]]
-}
-
 # usage: docker_verify_env
-# Cheap checks of the variables the builder reads, before anything is built: one line and
-# exit 2 on the first bad one. An empty variable counts as unset (the default applies), so
-# `-e PRECISION=` or a compose file with `${PRECISION:-}` behaves like no variable at all.
+# The variables of this script, before anything runs: one line and exit 2 on a bad one. The
+# builder's variables are validated by the builder itself, with its own rules (an empty
+# variable counts as unset): the engine step refuses a bad one with one line and exit 2 before
+# anything is built, and without an engine step ds_check_tool_env asks it (--check-env).
 # Values are only compared, never evaluated: spaces, quotes or $(...) stay plain data.
 docker_verify_env() {
-	local var value
-	for var in MODEL PT_PATH ONNX_PATH IMGSZ MIN_BATCH OPT_BATCH MAX_BATCH PRECISION WORKSPACE_MB \
-		ENGINE_DIR MODELS_DIR CONFIG_DIR GPU_ID NUM_SOURCES; do
-		if [ -n "${!var+x}" ] && [ -z "${!var}" ]; then
-			unset "$var"
-		fi
-	done
-
-	case "${PRECISION:-auto}" in
-		auto | fp16 | fp32) ;;
+	case "${SKIP_ENGINE_BUILD:-0}" in
+		0 | 1 | [Tt]rue | TRUE | [Ff]alse | FALSE | yes | YES | no | NO) ;;
 		*)
-			ds_error "PRECISION='${PRECISION}' is not one of auto, fp16, fp32 (unset it for auto)"
+			ds_error "SKIP_ENGINE_BUILD='${SKIP_ENGINE_BUILD}' is not one of 1, true, yes (skip the engine step) or 0, false, no (unset it to keep the step)"
 			exit 2
 			;;
 	esac
-	for var in IMGSZ MIN_BATCH OPT_BATCH MAX_BATCH WORKSPACE_MB GPU_ID NUM_SOURCES; do
-		value="${!var-}"
-		if [ -n "$value" ] && ! _ds_is_int "$value"; then
-			ds_error "$var='$value' is not a non-negative integer (e.g. $var=$(_ds_example "$var"), or unset it for the default)"
-			exit 2
-		fi
-	done
 }
 
-# usage: _ds_example VAR
-_ds_example() {
-	case "$1" in
-		IMGSZ) echo 1280 ;;
-		MIN_BATCH) echo 1 ;;
-		OPT_BATCH) echo 4 ;;
-		MAX_BATCH) echo 16 ;;
-		WORKSPACE_MB) echo 8192 ;;
-		GPU_ID) echo 0 ;;
-		*) echo 1 ;;
-	esac
+# usage: _ds_require_builder
+_ds_require_builder() {
+	if [ ! -f "$APP_DIR/auto_build_engine.py" ]; then
+		ds_error "$APP_DIR/auto_build_engine.py not found (set APP_DIR to the directory that holds it)"
+		exit 2
+	fi
+}
+
+# usage: ( _ds_exec_builder [ARG...] ) or _ds_exec_builder [ARG...] &
+# Replaces the (sub)shell with the builder, so a background job's $! is the builder's pid. It
+# runs as the module compiled into the image: `-m` runs from the cached bytecode (compileall in
+# the Dockerfile), a script path would be recompiled at every start, which alone costs more than
+# the whole warm check; -P keeps the current directory off sys.path so only APP_DIR can provide
+# the module.
+_ds_exec_builder() {
+	PYTHONPATH="$APP_DIR${PYTHONPATH:+:$PYTHONPATH}" exec python3 -P -m auto_build_engine "$@"
+}
+
+# usage: ds_check_tool_env
+# Without an engine step (SKIP_ENGINE_BUILD): the builder's variables, checked by the builder
+# with the rules of a run (--check-env: no GPU, no heavy import); silent when valid, else its
+# one line and exit 2.
+ds_check_tool_env() {
+	local rc=0
+	_ds_require_builder
+	(_ds_exec_builder --check-env) || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		exit "$rc"
+	fi
 }
 
 # usage: docker_check_engine_dir
@@ -181,10 +181,7 @@ _ds_now_us() {
 ds_run_builder() {
 	local pid rc
 	_ds_signalled=''
-	# `-m` runs from the cached bytecode (compileall in the Dockerfile); a script path would be
-	# recompiled at every start, which alone costs more than the whole warm check; -P keeps the
-	# current directory off sys.path so only APP_DIR can provide the module
-	PYTHONPATH="$APP_DIR${PYTHONPATH:+:$PYTHONPATH}" python3 -P -m auto_build_engine &
+	_ds_exec_builder &
 	pid=$!
 	# the signal is remembered too: a builder that still exits 0 (it was finishing) must not
 	# let the app start after a stop was asked for
@@ -209,15 +206,14 @@ ds_run_builder() {
 }
 
 # usage: ds_ensure_engine
-# The build-if-needed step: the builder decides (valid engine: reuse; else build under its
-# lock) and prints its own report (GPU, driver, CUDA, TensorRT, DeepStream, engine path,
-# "reused" or "built in N s"). On failure it has printed one line on stderr; this adds one
-# line and exits with the builder's code, so the app never starts without its engine.
+# The build-if-needed step: the builder validates its variables first (bad one: its one line,
+# exit 2, nothing built), then decides (valid engine: reuse; else build under its lock) and
+# prints its own report (GPU, driver, CUDA, TensorRT, DeepStream, engine path, "reused" or
+# "built in N s"). On failure it has printed one line on stderr; for a failed or interrupted
+# build this adds one line; it exits with the builder's code, so the app never starts without
+# its engine.
 ds_ensure_engine() {
-	if [ ! -f "$APP_DIR/auto_build_engine.py" ]; then
-		ds_error "$APP_DIR/auto_build_engine.py not found (set APP_DIR to the directory that holds it)"
-		exit 2
-	fi
+	_ds_require_builder
 	ds_log "engine: checking the TensorRT engine (a first start builds it, which can take minutes)"
 	local start end ms rc=0
 	start="$(_ds_now_us)"
@@ -226,6 +222,7 @@ ds_ensure_engine() {
 	ms=$(((end - start) / 1000))
 	if [ "$rc" -ne 0 ]; then
 		case "$rc" in
+			2) ;; # bad input: the builder's one line says what to change
 			130 | 143) printf 'entrypoint: engine build interrupted (exit %s); the app is not started\n' "$rc" >&2 ;;
 			*) printf 'entrypoint: engine build failed (exit %s); the app is not started\n' "$rc" >&2 ;;
 		esac
@@ -285,9 +282,10 @@ _main() {
 	fi
 
 	if _ds_wants_engine "$@"; then
-		ds_default_num_sources "$@"
 		docker_verify_env
+		ds_default_num_sources "$@"
 		if _ds_skip_build; then
+			ds_check_tool_env
 			ds_log "engine: SKIP_ENGINE_BUILD=${SKIP_ENGINE_BUILD}: not checking the engine"
 		else
 			docker_check_engine_dir

@@ -35,12 +35,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# the builder's names and readers, one copy (a cheap import: its heavy modules load inside functions)
+from auto_build_engine import CONFIG_FILE_NAME as CONFIG_NAME
+from auto_build_engine import Options as _BuilderOptions
+from auto_build_engine import Sidecar, ToolError
+from auto_build_engine import read_labels as _read_label_lines
+
 LOG = logging.getLogger("main_low_latency")
 
 APP_DIR = Path(__file__).resolve().parent
 DEFAULT_SOURCE = "/opt/nvidia/deepstream/deepstream/samples/streams/sample_1080p_h264.mp4"
-DEFAULT_CONFIG_DIR = "/app/configs"
-CONFIG_NAME = "config_infer_auto_generated.txt"
+DEFAULT_CONFIG_DIR = str(_BuilderOptions.config_dir)  # where the builder writes CONFIG_NAME by default
 DEFAULT_OUTPUT = "/app/output/out.mp4"
 TRACKER_LIB = "/opt/nvidia/deepstream/deepstream/lib/libnvds_nvmultiobjecttracker.so"
 TRACKER_CONFIGS = {"nvdcf": "tracker_nvdcf.yml", "iou": "tracker_iou.yml"}
@@ -349,16 +354,15 @@ def _infer_dims(raw: str, path: Path) -> tuple[int, int]:
 
 
 def engine_max_batch(engine: Path, fallback: int) -> int:
-    """Max batch of the engine's optimisation profile, from its sidecar JSON (profile.max[0])."""
+    """Max batch of the engine's optimisation profile, from its sidecar (the builder's reader)."""
     sidecar = engine.with_suffix(".json")
     if not sidecar.is_file():
         return fallback
     try:
-        profile_max = json.loads(sidecar.read_text(encoding="utf-8"))["profile"]["max"]
-        return int(profile_max[0])
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        LOG.warning("cannot read profile.max from %s; assuming max batch = batch-size %d",
-                    sidecar, fallback)
+        return Sidecar.read(sidecar).max_batch
+    except (ValueError, ToolError) as exc:  # damaged, incomplete, another schema, unreadable
+        LOG.warning("cannot read profile.max from %s (%s); assuming max batch = batch-size %d",
+                    sidecar, exc, fallback)
         return fallback
 
 
@@ -375,14 +379,14 @@ def check_batch(infer: InferConfig, n_sources: int) -> None:
 
 
 def read_labels(path: Path | None) -> tuple[str, ...]:
+    """Class names by id, as nvinfer reads labels.txt (the builder's reader: blank lines skipped)."""
     if path is None:
         return ()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
+        return tuple(_read_label_lines(path))
+    except (OSError, UnicodeDecodeError):
         LOG.warning("labels file %s unreadable; reporting class ids", path)
         return ()
-    return tuple(line.strip() for line in lines)
 
 
 def class_name(labels: Sequence[str], class_id: int) -> str:

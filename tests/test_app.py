@@ -19,7 +19,9 @@ FAKES = REPO / "tests" / "fakes"
 APP = REPO / "main_low_latency.py"
 sys.path.insert(0, str(REPO))
 
+import auto_build_engine as abe  # noqa: E402
 import main_low_latency as app  # noqa: E402
+from helpers import make_sidecar  # noqa: E402
 
 IMGSZ = 640
 
@@ -33,10 +35,11 @@ def write_config(tmp: Path, *, batch: int = 1, max_batch: int | None = None,
     engine_path = tmp / "yolo11n_640_b16_fp16_sm89-test_trt10.9.0.34.engine"
     if engine:
         engine_path.write_bytes(b"plan")
-        if max_batch is not None:
-            engine_path.with_suffix(".json").write_text(
-                json.dumps({"profile": {"min": [1, 3, IMGSZ, IMGSZ], "opt": [1, 3, IMGSZ, IMGSZ],
-                                        "max": [max_batch, 3, IMGSZ, IMGSZ]}}))
+        if max_batch is not None:  # a sidecar as the builder writes it (the app reads it with Sidecar.read)
+            key = abe.EngineKey("yolo11n", IMGSZ, 1, 1, max_batch, "auto", "fp16", "test", "8.9", "10.9.0.34")
+            plan = abe.EnginePlan(key, engine_path.stem, tmp, "test", None)
+            sidecar = make_sidecar(plan, "fp16", list(labels), tmp / "yolo11n.onnx")
+            engine_path.with_suffix(".json").write_text(json.dumps(sidecar.as_json()))
     labels_path = tmp / "labels.txt"
     labels_path.write_text("\n".join(labels) + "\n")
     cfg = tmp / app.CONFIG_NAME

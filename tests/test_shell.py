@@ -60,6 +60,7 @@ class Sandbox:
             "STUB_CALLS": str(self.calls),
             "STUB_APP": str(self.app_log),
             "STUB_MARKER": str(self.marker),
+            "STUB_TOOL_DIR": str(ROOT),  # the stub validates with the real tool's rules (--check-env)
         }
 
     def run_entrypoint(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -189,7 +190,9 @@ def test_empty_first_argument_starts_the_app(sb: Sandbox) -> None:
 def test_skip_engine_build(sb: Sandbox, value: str) -> None:
     res = sb.run_entrypoint("--a", SKIP_ENGINE_BUILD=value)
     assert res.returncode == 0, res.stderr
-    assert sb.builder_calls() == []
+    # no engine step: only the tool's variable check (--check-env), nothing built
+    assert [(c["event"], c["argv"]) for c in sb.builder_calls()] == [("check-env", ["--check-env"])]
+    assert not sb.marker.exists()
     app = sb.app_run()
     assert app is not None and app["argv"] == ["--a"]
     assert "SKIP_ENGINE_BUILD" in res.stdout
@@ -232,39 +235,84 @@ def test_env_values_are_data_not_code(sb: Sandbox) -> None:
     }
     arg = f"--name=$(touch {pwned}) *"
     res = sb.run_entrypoint(arg, **nasty)
-    assert res.returncode == 0, res.stderr
+    # the builder gets every value verbatim, and its own rules refuse them (one line, exit 2)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     env = sb.builder_calls()[0]["env"]
     for key, value in nasty.items():
         assert env[key] == value
+    assert sb.app_run() is None and not pwned.exists()
+    # values the builder accepts reach it and the app verbatim too
+    accepted = {"ENGINE_DIR": nasty["ENGINE_DIR"], "SOURCES": f"rtsp://a/$(touch {pwned})"}
+    res = sb.run_entrypoint(arg, **accepted)
+    assert res.returncode == 0, res.stderr
+    assert sb.builder_calls()[-1]["env"]["ENGINE_DIR"] == nasty["ENGINE_DIR"]
     app = sb.app_run()
-    assert app is not None and app["argv"] == [arg] and app["model"] == nasty["MODEL"]
+    assert app is not None and app["argv"] == [arg]
     assert not pwned.exists()
+
+
+def _refused_before_build(sb: Sandbox, res: subprocess.CompletedProcess[str], var: str) -> None:
+    """Exit 2 with one line naming VAR, from the builder's own rules, before anything was built."""
+    assert res.returncode == 2, res.stderr
+    assert [c["event"] for c in sb.builder_calls()] == ["start", "refused"]
+    assert not sb.marker.exists() and sb.app_run() is None
+    assert res.stderr.count("\n") == 1 and var in res.stderr, res.stderr
+    assert "starting" not in res.stdout
 
 
 def test_unknown_precision_exits_2_before_build(sb: Sandbox) -> None:
     res = sb.run_entrypoint(PRECISION="int4")
-    assert res.returncode == 2
-    assert sb.builder_calls() == [] and sb.app_run() is None
-    assert res.stderr.count("\n") == 1 and "PRECISION" in res.stderr
+    _refused_before_build(sb, res, "PRECISION")
+    assert "auto, fp16, fp32" in res.stderr
 
 
-@pytest.mark.parametrize("var,value", [("MAX_BATCH", "sixteen"), ("MAX_BATCH", "16 "), ("IMGSZ", "-1"),
+@pytest.mark.parametrize("var,value", [("MAX_BATCH", "sixteen"), ("IMGSZ", "-1"), ("IMGSZ", "1000"),
                                        ("GPU_ID", "$(id)"), ("NUM_SOURCES", "1.5"),
-                                       ("WORKSPACE_MB", "8G"), ("MIN_BATCH", "0x1")])
+                                       ("WORKSPACE_MB", "8G"), ("MIN_BATCH", "0x1"), ("MAX_BATCH", "65")])
 def test_non_integer_exits_2_before_build(sb: Sandbox, var: str, value: str) -> None:
+    # the tool's rules, not looser bash ones: IMGSZ 1000 (not a multiple of 32) and MAX_BATCH 65
+    # (over the limit) were let through by the old bash check
     res = sb.run_entrypoint(**{var: value})
-    assert res.returncode == 2
-    assert sb.builder_calls() == [] and sb.app_run() is None
-    assert res.stderr.count("\n") == 1 and var in res.stderr
+    _refused_before_build(sb, res, var)
+
+
+def test_batch_profile_rule_of_the_tool_exits_2_before_build(sb: Sandbox) -> None:
+    res = sb.run_entrypoint(MIN_BATCH="8", MAX_BATCH="4")
+    _refused_before_build(sb, res, "min <= opt <= max")
 
 
 def test_valid_values_and_empty_means_default(sb: Sandbox) -> None:
-    res = sb.run_entrypoint(PRECISION="fp16", MAX_BATCH="8", IMGSZ="640", GPU_ID="0", NUM_SOURCES="",
+    res = sb.run_entrypoint(PRECISION="fp16", MAX_BATCH="8 ", IMGSZ="640", GPU_ID="0", NUM_SOURCES="",
                             WORKSPACE_MB="")
     assert res.returncode == 0, res.stderr
-    env = sb.builder_calls()[0]["env"]
-    assert env["PRECISION"] == "fp16" and env["MAX_BATCH"] == "8"
-    assert env["NUM_SOURCES"] is None and env["WORKSPACE_MB"] is None   # unset: the default applies
+    calls = sb.builder_calls()
+    assert [c["event"] for c in calls] == ["start"] and sb.marker.exists()
+    env = calls[0]["env"]
+    assert env["PRECISION"] == "fp16" and env["MAX_BATCH"] == "8 "
+    assert env["NUM_SOURCES"] == "" and env["WORKSPACE_MB"] == ""   # empty: the tool applies its default
+
+
+def test_skip_engine_build_still_validates_the_tool_variables(sb: Sandbox) -> None:
+    res = sb.run_entrypoint(SKIP_ENGINE_BUILD="1", PRECISION="int4")
+    assert res.returncode == 2
+    assert [c["event"] for c in sb.builder_calls()] == ["check-env"]
+    assert sb.app_run() is None and not sb.marker.exists()
+    assert res.stderr.count("\n") == 1 and "PRECISION" in res.stderr
+
+
+@pytest.mark.parametrize("value", ["2", "on", "ja"])
+def test_bad_skip_engine_build_exits_2_in_bash(sb: Sandbox, value: str) -> None:
+    res = sb.run_entrypoint(SKIP_ENGINE_BUILD=value)
+    assert res.returncode == 2
+    assert sb.builder_calls() == [] and sb.app_run() is None
+    assert res.stderr.count("\n") == 1 and "SKIP_ENGINE_BUILD" in res.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "false", "no", ""])
+def test_skip_engine_build_off_runs_the_engine_step(sb: Sandbox, value: str) -> None:
+    res = sb.run_entrypoint(SKIP_ENGINE_BUILD=value)
+    assert res.returncode == 0, res.stderr
+    assert [c["event"] for c in sb.builder_calls()] == ["start"] and sb.marker.exists()
 
 
 def test_arbitrary_command_is_not_validated(sb: Sandbox) -> None:

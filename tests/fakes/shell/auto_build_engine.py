@@ -5,7 +5,12 @@ Records each call as one JSON line in $STUB_CALLS: argv, pid, ppid and the contr
 as received. Exits with $STUB_BUILD_RC (default 0; on failure one line on stderr, like the real
 one). Reports "reused" when the marker file $STUB_MARKER exists, else "built" and creates it.
 With $STUB_BUILD_SLEEP it waits that long, and a SIGTERM makes it record "sigterm" and exit 143.
+
+The variables are validated by the real tool in $STUB_TOOL_DIR (its `--check-env`, the same rules
+as its ensure mode): `--check-env` records "check-env" and does only that; ensure mode validates
+first and, on a bad value, exits 2 with the real tool's one line (event "refused", nothing built).
 """
+import importlib.util
 import json
 import os
 import signal
@@ -29,11 +34,28 @@ def on_term(signum, frame):
     sys.exit(143)
 
 
+def real_check_env():
+    """Exit code of the real tool's --check-env (it prints its own line on stderr)."""
+    path = os.path.join(os.environ["STUB_TOOL_DIR"], "auto_build_engine.py")
+    spec = importlib.util.spec_from_file_location("real_auto_build_engine", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.main(["--check-env"])
+
+
 def main():
+    if sys.argv[1:] == ["--check-env"]:
+        record("check-env")
+        return real_check_env()
     sleep = float(os.environ.get("STUB_BUILD_SLEEP", "0"))
     if sleep:
         signal.signal(signal.SIGTERM, on_term)   # before "start" is recorded: no race in the test
     record("start")
+    rc = real_check_env()
+    if rc:
+        record("refused")
+        return rc
     if sleep:
         time.sleep(sleep)
     print("GPU: Stub GPU (sm_89), driver 570.00, CUDA 12.8")
