@@ -636,6 +636,8 @@ META_TOOL_VERSION = "autobuild.tool_version"
 DEFAULT_CLASS_COUNT = 80  # assumed for a DeepStream-layout ONNX that names no classes
 _MODEL_YAML_SUFFIXES = (".yaml", ".yml")
 _YAML_SEED = 0  # a model built from a yaml gets reproducible random weights
+# detection heads exported from .pt/yaml; Segment/Pose/OBB subclass Detect and are refused
+_SERVED_HEADS = ("Detect", "v10Detect", "RTDETRDecoder", "WorldDetect", "YOLOEDetect")
 
 
 @dataclass
@@ -1054,38 +1056,255 @@ def _load_onnx(path: Path, load_external_data: bool = True) -> Any:
         raise ToolError(f"{path} is not a readable ONNX model ({type(error).__name__}); give a valid .onnx or pass --pt", EXIT_USAGE) from None
 
 
+def _seen(model_proto: Any) -> str:
+    """What the layout check saw, for its refusals: the outputs (name, shape) and ultralytics' task/head."""
+    meta = _read_metadata(model_proto)
+    outputs = ", ".join(f"{o.name} {_dims(o)}" for o in model_proto.graph.output) or "none"
+    tags = ", ".join(f"{key} {meta[key]!r}" for key in ("task", "head") if key in meta)
+    return f"saw outputs {outputs}; " + (f"metadata {tags}" if tags else "no ultralytics task/head metadata")
+
+
+def _is_rtdetr_graph(model_proto: Any) -> bool:
+    """ultralytics' RT-DETR: its metadata says so; without metadata, its deformable attention (GridSample) does."""
+    meta = _read_metadata(model_proto)
+    if META_LAYOUT in meta:
+        return False
+    if "head" in meta:
+        return meta["head"] == "RTDETRDecoder"
+    return any(node.op_type == "GridSample" for node in model_proto.graph.node)
+
+
 def _graph_layout(model_proto: Any, path: Path) -> str:
-    """'deepstream' ([B,N,6]) or 'ultralytics' ([B,4+nc,N]); ToolError for anything else."""
+    """The output layout of a detector ONNX; ToolError (saying what it saw) for anything else.
+
+    'deepstream'    [B,N,6] x1,y1,x2,y2 in input pixels, score, class (ours; YOLOv10/26 end-to-end; nms=True)
+    'ultralytics'   [B,4+nc,N] centre x,y,w,h in input pixels + class scores (ultralytics' YOLO export)
+    'rtdetr'        [B,N,6] centre x,y,w,h normalised to 0..1, score, class (ultralytics' RT-DETR export)
+    'rtdetr_scores' [B,N,4+nc] centre x,y,w,h normalised + class scores (RT-DETR of older ultralytics)
+    """
     graph = model_proto.graph
     initializers = {init.name for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
+    seen = _seen(model_proto)
     if len(inputs) != 1:
-        raise ToolError(f"{path}: expected one image input, found {len(inputs)}; this is not a YOLO detector ONNX", EXIT_USAGE)
-    if len(graph.output) != 1:
-        raise ToolError(f"{path}: expected one output, found {len(graph.output)} (segment/pose models are not detectors); export a YOLO detection model", EXIT_USAGE)
-    in_dims, out_dims = _dims(inputs[0]), _dims(graph.output[0])
-    if len(in_dims) != 4 or in_dims[1] != 3:
-        raise ToolError(f"{path}: input {inputs[0].name} has shape {in_dims}, expected [B,3,H,W]; this is not a YOLO detector ONNX", EXIT_USAGE)
-    if not _is_dynamic(in_dims[0]):
-        raise ToolError(f"{path}: the batch axis is static ({in_dims[0]}); re-export with a dynamic batch axis or pass --pt", EXIT_USAGE)
-    if len(out_dims) != 3:
-        raise ToolError(f"{path}: output {graph.output[0].name} has rank {len(out_dims)}, expected [B,N,6] or [B,4+nc,N]; this is not a YOLO detector ONNX", EXIT_USAGE)
+        raise ToolError(f"{path}: expected one image input, found {len(inputs)} ({[i.name for i in inputs]}); this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
     meta = _read_metadata(model_proto)
     task = meta.get("task")
     if task and task != "detect":
-        raise ToolError(f"{path}: ultralytics task is {task!r}, not a detection model; export a YOLO detection model", EXIT_USAGE)
+        raise ToolError(f"{path}: ultralytics task is {task!r}, not a detection model; export a YOLO detection model ({seen})", EXIT_USAGE)
+    if len(graph.output) != 1:
+        raise ToolError(f"{path}: expected one output, found {len(graph.output)} (segment/pose models are not detectors); export a YOLO detection model ({seen})", EXIT_USAGE)
+    in_dims, out_dims = _dims(inputs[0]), _dims(graph.output[0])
+    if len(in_dims) != 4 or in_dims[1] != 3:
+        raise ToolError(f"{path}: input {inputs[0].name} has shape {in_dims}, expected [B,3,H,W]; this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
+    if not _is_dynamic(in_dims[0]):
+        raise ToolError(f"{path}: the batch axis is static ({in_dims[0]}); re-export with a dynamic batch axis or pass --pt (ultralytics: export dynamic=True; {seen})", EXIT_USAGE)
+    if len(out_dims) != 3:
+        raise ToolError(f"{path}: output {graph.output[0].name} has rank {len(out_dims)}, expected [B,N,6] or [B,4+nc,N]; this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
     middle, last = out_dims[1], out_dims[2]
+    if _is_rtdetr_graph(model_proto):
+        if last == 6:
+            return "rtdetr"
+        if isinstance(last, int) and last > 4:
+            return "rtdetr_scores"
+        raise ToolError(f"{path}: an RT-DETR output must be [B,N,6] or [B,N,4+nc] ({seen})", EXIT_USAGE)
     if meta.get(META_LAYOUT) == ONNX_LAYOUT or (last == 6 and (_is_dynamic(middle) or middle > 6)):
         if last != 6:
-            raise ToolError(f"{path}: output last dim is {last}, expected 6 (x1,y1,x2,y2,score,class)", EXIT_USAGE)
+            raise ToolError(f"{path}: output last dim is {last}, expected 6 (x1,y1,x2,y2,score,class) ({seen})", EXIT_USAGE)
         return "deepstream"
     if isinstance(middle, int) and middle >= 5 and middle != last:
         return "ultralytics"
-    raise ToolError(f"{path}: output shape {out_dims} is neither [B,N,6] nor [B,4+nc,N]; this is not a YOLO detector ONNX", EXIT_USAGE)
+    raise ToolError(f"{path}: output shape {out_dims} is neither [B,N,6] nor [B,4+nc,N]; this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
 
 
-def _append_layout_adapter(model_proto: Any) -> None:
-    """[B,4+nc,N] centre-xywh -> [B,N,6] x1,y1,x2,y2,score,class as ONNX nodes after the graph."""
+def _settle_output_shape(model_proto: Any, imgsz: int) -> None:
+    """Concrete output dims for a graph exported unsimplified (ultralytics simplify=False).
+
+    Such graphs name their output dims symbolically ('Concatoutput0_dim_1'). With H and W fixed to
+    imgsz, ONNX shape inference (with data propagation) finds them; the batch dim stays as it was.
+    """
+    from onnx import shape_inference
+
+    graph = model_proto.graph
+    if len(graph.output) != 1 or all(not _is_dynamic(d) for d in _dims(graph.output[0])[1:]):
+        return  # more than one output: _graph_layout refuses it
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(_dims(inputs[0])) != 4:
+        return  # _graph_layout says what is wrong
+    probe = type(model_proto)()
+    probe.CopyFrom(model_proto)
+    shape = probe.graph.input[[i.name for i in probe.graph.input].index(inputs[0].name)].type.tensor_type.shape
+    for axis in (2, 3):
+        if not shape.dim[axis].HasField("dim_value"):
+            shape.dim[axis].Clear()
+            shape.dim[axis].dim_value = imgsz
+    del probe.graph.value_info[:]
+    for dim in probe.graph.output[0].type.tensor_type.shape.dim[1:]:
+        dim.Clear()
+    try:
+        found = _dims(shape_inference.infer_shapes(probe, data_prop=True).graph.output[0])
+    except Exception:
+        found = []
+    if len(found) != 3 or any(_is_dynamic(d) for d in found[1:]):
+        found = _output_shape_at(probe, inputs[0].name, imgsz)  # what onnxruntime gives at batch 1
+    if not found:
+        return  # the layout check then reports the symbolic shape it saw
+    target = graph.output[0].type.tensor_type.shape.dim
+    for axis in range(1, min(len(found), len(target))):
+        if isinstance(found[axis], int) and found[axis] > 0:
+            target[axis].Clear()
+            target[axis].dim_value = found[axis]
+
+
+def _check_model_stride(source: Path, imgsz: int, stride: Any) -> None:
+    """--imgsz must be a multiple of the model's largest stride (32 for most, 64 for P6 models)."""
+    try:
+        stride = int(float(stride))
+    except (TypeError, ValueError):
+        return  # no stride known (a foreign ONNX): the runtime checks decide
+    if stride <= 0 or imgsz % stride == 0:
+        return
+    below = imgsz // stride * stride
+    sizes = " or ".join(f"--imgsz {size}" for size in (below, below + stride) if stride <= size <= MAX_IMGSZ)
+    raise ToolError(f"{source}: --imgsz {imgsz} is not a multiple of this model's largest stride {stride}; use {sizes}", EXIT_USAGE)
+
+
+def _output_shape_at(model_proto: Any, input_name: str, imgsz: int) -> list[int]:
+    """The output shape onnxruntime gives for one zero image at imgsz; [] if it cannot run the graph."""
+    _, ort = _import_onnx_stack()
+    import numpy as np
+
+    try:
+        session = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        elem = session.get_inputs()[0].type
+        image = np.zeros((1, 3, imgsz, imgsz), dtype=np.float16 if "float16" in elem else np.float32)
+        return list(session.run([model_proto.graph.output[0].name], {input_name: image})[0].shape)
+    except Exception:
+        return []
+
+
+def _embedded_nms_batch(model_proto: Any) -> int:
+    """How many images ultralytics' embedded NMS (export nms=True) serves: 0 if the graph has none.
+
+    ultralytics unrolls its per-image NMS loop for the batch it traced (export batch=, default 1):
+    one NonMaxSuppression node per image slot. Slots past that get no detections, whatever B is.
+    """
+    return sum(1 for node in model_proto.graph.node if node.op_type == "NonMaxSuppression")
+
+
+def check_batch_slots(path: Path, imgsz: int, batch: int = 2) -> None:
+    """The same image in every slot of a batch must give the same rows in every slot.
+
+    Catches graphs that serve only the image(s) they were traced with (ultralytics' nms=True at
+    batch=1: slot 1.. stay empty), which finite-output checks pass. Rows are compared column by
+    column after sorting, so a different order of equal detections is not a difference.
+    """
+    _, ort = _import_onnx_stack()
+    import numpy as np
+
+    if batch < 2:
+        return
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    try:
+        (output,) = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: np.repeat(image, batch, axis=0)})
+    except Exception as error:
+        raise ToolError(f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}); export it again with a dynamic batch axis", EXIT_USAGE) from None
+    if output.shape[0] != batch:
+        raise ToolError(f"{path}: at batch {batch} the output has {output.shape[0]} image slots; export it again with a dynamic batch axis", EXIT_USAGE)
+    first = np.sort(output[0], axis=0)
+    tolerance = 1e-3 * np.maximum(1.0, np.abs(first).max(axis=0))  # per column: pixels, score, class
+    for slot in range(1, batch):
+        other = np.sort(output[slot], axis=0)
+        if other.shape != first.shape or not (np.abs(other - first) <= tolerance).all():
+            scored = [int((output[k][:, 4] > 0).sum()) for k in range(batch)]
+            raise ToolError(f"{path}: the same image gives other detections in batch slot {slot} than in slot 0 (rows with a score per slot: {scored}); the graph serves only part of a batch: export it again without nms=True, or pass --pt", EXIT_USAGE)
+
+
+def _sort_topologically(graph: Any) -> None:
+    """Reorder graph.node so every node comes after the producers of its inputs (the ONNX rule).
+
+    ultralytics' half=True export (onnxruntime's float16 converter) leaves its boundary Casts
+    out of order; onnxruntime runs it, the ONNX checker and TensorRT's parser want the rule kept.
+    Names a subgraph (If/Loop body) reads from the outer graph count as inputs of its node.
+    """
+    import heapq
+
+    def used(node: Any) -> set[str]:
+        names = {name for name in node.input if name}
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                inner = set()
+                for inner_node in sub.node:
+                    names |= used(inner_node)
+                    inner.update(inner_node.output)
+                names -= inner
+        return names
+
+    nodes = list(graph.node)
+    producer = {name: index for index, node in enumerate(nodes) for name in node.output if name}
+    waits = [0] * len(nodes)
+    users: list[list[int]] = [[] for _ in nodes]
+    for index, node in enumerate(nodes):
+        deps = {producer[name] for name in used(node) if name in producer and producer[name] != index}
+        waits[index] = len(deps)
+        for dep in deps:
+            users[dep].append(index)
+    ready = [index for index, count in enumerate(waits) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for user in users[index]:
+            waits[user] -= 1
+            if waits[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) != len(nodes):
+        raise ToolError("the ONNX graph has a cycle; export it again", EXIT_USAGE)
+    if order != list(range(len(nodes))):
+        copies = [type(nodes[0])() for _ in nodes]
+        for copy, index in zip(copies, order):
+            copy.CopyFrom(nodes[index])
+        del graph.node[:]
+        graph.node.extend(copies)
+
+
+def _float32_boundaries(model_proto: Any) -> None:
+    """A float16 image input or output (a half export traced on a GPU) gets a Cast at the boundary.
+
+    The DeepStream contract is float32 in and out; the inside stays float16.
+    """
+    from onnx import TensorProto, helper
+
+    graph = model_proto.graph
+    float16, float32 = TensorProto.FLOAT16, TensorProto.FLOAT
+    initializers = {init.name for init in graph.initializer}
+    image = next(i for i in graph.input if i.name not in initializers)
+    if image.type.tensor_type.elem_type == float16:
+        inner = "ds_cast/input_fp16"
+        for node in graph.node:
+            for index, name in enumerate(node.input):
+                if name == image.name:
+                    node.input[index] = inner
+        graph.node.insert(0, helper.make_node("Cast", [image.name], [inner], name="ds_cast/input", to=float16))
+        image.type.tensor_type.elem_type = float32
+    output = graph.output[0]
+    if output.type.tensor_type.elem_type == float16:
+        outer = "ds_cast/output_fp32"
+        graph.node.append(helper.make_node("Cast", [output.name], [outer], name="ds_cast/output", to=float32))
+        output.name = outer
+        output.type.tensor_type.elem_type = float32
+
+
+def _append_layout_adapter(model_proto: Any, layout: str = "ultralytics", imgsz: int = 0) -> None:
+    """Centre-xywh rows -> [B,N,6] x1,y1,x2,y2,score,class as ONNX nodes after the graph.
+
+    'ultralytics' [B,4+nc,N] pixels (transposed first); 'rtdetr' [B,N,6] normalised with score and
+    class already there; 'rtdetr_scores' [B,N,4+nc] normalised. Normalised boxes are scaled by imgsz
+    (the input is square). Best class: ReduceMax for the score, ArgMax for the id.
+    """
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -1104,20 +1323,26 @@ def _append_layout_adapter(model_proto: Any) -> None:
 
     axis2 = const("axis2", [2], np.int64)
     big = np.iinfo(np.int64).max
-    rows = node("Transpose", [source], "rows", perm=[0, 2, 1])  # [B,N,4+nc]
+    rows = node("Transpose", [source], "rows", perm=[0, 2, 1]) if layout == "ultralytics" else source  # [B,N,4+nc]
     xy = node("Slice", [rows, const("s0", [0], np.int64), const("e2", [2], np.int64), axis2], "xy")
     wh = node("Slice", [rows, const("s2", [2], np.int64), const("e4", [4], np.int64), axis2], "wh")
     classes = node("Slice", [rows, const("s4", [4], np.int64), const("eend", [big], np.int64), axis2], "classes")
+    if layout != "ultralytics":  # normalised to 0..1 of the (square) input
+        xy = node("Mul", [xy, const("size_xy", [float(imgsz)], np.float32)], "xy_px")
+        wh = node("Mul", [wh, const("size_wh", [float(imgsz)], np.float32)], "wh_px")
     half = node("Mul", [wh, const("half", [0.5], np.float32)], "half_wh")
     x1y1 = node("Sub", [xy, half], "x1y1")
     x2y2 = node("Add", [xy, half], "x2y2")
-    if opset >= 18:  # ReduceMax takes axes as an input from opset 18
-        score = node("ReduceMax", [classes, axis2], "score", keepdims=1)
+    if layout == "rtdetr":  # score and class id are columns 4 and 5 already
+        parts = [x1y1, x2y2, classes]
     else:
-        score = node("ReduceMax", [classes], "score", axes=[2], keepdims=1)
-    class_id = node("ArgMax", [classes], "class_id", axis=2, keepdims=1)
-    class_f = node("Cast", [class_id], "class_f", to=TensorProto.FLOAT)
-    graph.node.append(helper.make_node("Concat", [x1y1, x2y2, score, class_f], [ONNX_OUTPUT_NAME], name=prefix + "concat", axis=2))
+        if opset >= 18:  # ReduceMax takes axes as an input from opset 18
+            score = node("ReduceMax", [classes, axis2], "score", keepdims=1)
+        else:
+            score = node("ReduceMax", [classes], "score", axes=[2], keepdims=1)
+        class_id = node("ArgMax", [classes], "class_id", axis=2, keepdims=1)
+        parts = [x1y1, x2y2, score, node("Cast", [class_id], "class_f", to=TensorProto.FLOAT)]
+    graph.node.append(helper.make_node("Concat", parts, [ONNX_OUTPUT_NAME], name=prefix + "concat", axis=2))
     batch = _dims(graph.output[0])[0]
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(ONNX_OUTPUT_NAME, TensorProto.FLOAT, [batch if isinstance(batch, str) and batch else "batch", "anchors", 6]))
@@ -1477,7 +1702,12 @@ class YOLOExporter:
                 assert weights is not None
                 result = self._from_weights(weights)
         with TIMELINE.phase("validate"):
-            result.reference = self.validate(result.path)
+            try:
+                result.reference = self.validate(result.path)
+            except ToolError:
+                if result.origin == "adapted":  # a refused copy must not be found and used next time
+                    _remove_quietly(result.path)
+                raise
             result.reference.settings.num_classes = result.num_classes
         log(f"ONNX ({result.origin}): {result.path} [{result.model_name}, {result.imgsz}x{result.imgsz}, {result.num_classes} classes]")
         return result
@@ -1607,17 +1837,20 @@ class YOLOExporter:
     def load_detection_model(self, source: Path) -> Any:
         """The ultralytics DetectionModel from a checkpoint or a model yaml; ToolError if it is not one."""
         torch = _import_torch_stack()
+        from ultralytics.nn import tasks
         from ultralytics.nn.tasks import DetectionModel, guess_model_task
 
         if _is_model_yaml(source):
             cfg = self._load_yaml_cfg(source)
-            task = guess_model_task(cfg)
+            head_module = str(cfg["head"][-1][2]) if cfg["head"] and len(cfg["head"][-1]) > 2 else ""
+            task = "detect" if head_module == "RTDETRDecoder" else guess_model_task(cfg)  # ultralytics guesses None for it
             if task != "detect":
                 raise ToolError(f"{source}: a {task} model, not a detection model; give a YOLO detection model", EXIT_USAGE)
+            model_class = {"RTDETRDecoder": tasks.RTDETRDetectionModel, "WorldDetect": tasks.WorldModel, "YOLOEDetect": tasks.YOLOEModel}.get(head_module, DetectionModel)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_YAML_SEED)
                 try:
-                    model = DetectionModel(cfg, verbose=False)
+                    model = model_class(cfg, verbose=False)
                 except Exception as error:
                     raise ToolError(f"{source}: cannot build the model ({type(error).__name__}: {error})", EXIT_USAGE) from None
             model.names = self._yaml_class_names(int(model.model[-1].nc))
@@ -1635,13 +1868,13 @@ class YOLOExporter:
 
     @staticmethod
     def _check_detector(model: Any, source: Path) -> None:
-        from ultralytics.nn.modules.head import Detect
+        from ultralytics.nn.modules.head import Detect, RTDETRDecoder
 
         layers = getattr(model, "model", None)
         head = layers[-1] if layers is not None and len(layers) else None
         task = getattr(model, "task", None)
         # Segment, Pose, OBB, YOLOE/World heads subclass Detect: accept the plain detectors only
-        if head is None or not isinstance(head, Detect) or type(head).__name__ not in ("Detect", "v10Detect") or (task and task != "detect"):
+        if head is None or not isinstance(head, (Detect, RTDETRDecoder)) or type(head).__name__ not in _SERVED_HEADS or (task and task != "detect"):
             kind = task or type(head).__name__
             raise ToolError(f"{source}: a {kind} model (head {type(head).__name__}), not a YOLO detection model; give a detection .pt", EXIT_USAGE)
 
@@ -1658,6 +1891,8 @@ class YOLOExporter:
         bar.update("load", 0, 4)
         model = self.load_detection_model(source)
         names = self._class_names(model)
+        strides = getattr(model, "stride", None)
+        _check_model_stride(source, imgsz, int(max(strides)) if strides is not None else None)
         bar.update("trace + export (torch.onnx)", 1, 4)
         data = self.export_bytes(model, imgsz)
         del model
@@ -1717,7 +1952,7 @@ class YOLOExporter:
 
         import torch
         from ultralytics.nn.modules.block import C2f
-        from ultralytics.nn.modules.head import Detect
+        from ultralytics.nn.modules.head import Detect, RTDETRDecoder
 
         model = copy.deepcopy(model)  # every attribute below is set on our copy only
         for parameter in model.parameters():
@@ -1729,11 +1964,17 @@ class YOLOExporter:
                 raise ToolError("this model has only an end-to-end (NMS-free) head; export needs the one-to-many head (nvinfer does the NMS)", EXIT_USAGE)
             head._end2end = False  # one-to-many branch: nvinfer cluster-mode=2 does the NMS
         model = model.fuse(verbose=False) if hasattr(model, "fuse") else model
+        rtdetr = isinstance(head, RTDETRDecoder)
         for module in model.modules():
             if isinstance(module, Detect):
                 module.export, module.format, module.dynamic = True, "onnx", False
                 module.xyxy = True  # corners straight from the distance decode
                 module.shape = None
+                if hasattr(model, "pe") and hasattr(module, "fuse") and not hasattr(module, "lrpc"):
+                    module.fuse(model.pe.to(self.device))  # YOLOE: text prompt embeddings into the head
+            elif isinstance(module, RTDETRDecoder):  # [B,300,6] normalised cx,cy,w,h, score, class
+                module.export, module.format, module.dynamic = True, "onnx", False
+                module.max_det = module.num_queries  # as PyTorch predicts: the top num_queries (300)
             elif isinstance(module, C2f):
                 module.forward = module.forward_split  # Split instead of Chunk: a cleaner graph
         model = model.to(self.device)
@@ -1746,6 +1987,10 @@ class YOLOExporter:
                 self.inner = inner
 
             def forward(self, images: torch.Tensor) -> torch.Tensor:
+                if rtdetr:  # normalised centre boxes of the (square) input -> pixel corners
+                    rows = self.inner(images)
+                    xy, wh = rows[..., 0:2] * imgsz, rows[..., 2:4] * imgsz
+                    return torch.cat((xy - wh / 2, xy + wh / 2, rows[..., 4:6]), dim=-1)
                 rows = self.inner(images).transpose(1, 2)
                 score, class_id = rows[..., 4:].max(dim=-1, keepdim=True)
                 return torch.cat((rows[..., :4], score, class_id.to(rows.dtype)), dim=-1)
@@ -1779,21 +2024,43 @@ class YOLOExporter:
     def _from_onnx(self, path: Path) -> OnnxModel:
         imgsz = self.options.imgsz
         model_proto = _load_onnx(path)
-        layout = _graph_layout(model_proto, path)
         graph = model_proto.graph
         initializers = {init.name for init in graph.initializer}
+        given_dims = [_dims(i) for i in graph.input if i.name not in initializers]
+        in_dims = given_dims[0] if len(given_dims) == 1 else []
+        if len(in_dims) == 4:
+            for axis, label in ((2, "height"), (3, "width")):
+                if not _is_dynamic(in_dims[axis]) and in_dims[axis] != imgsz:
+                    raise ToolError(f"{path}: input {label} is {in_dims[axis]} but --imgsz is {imgsz}; pass --imgsz {in_dims[axis]} or re-export at {imgsz}", EXIT_USAGE)
+        given_out = _dims(graph.output[0]) if len(graph.output) == 1 else []
+        _settle_output_shape(model_proto, imgsz)  # simplify=False: symbolic output dims
+        layout = _graph_layout(model_proto, path)
         image_input = next(i for i in graph.input if i.name not in initializers)
-        in_dims = _dims(image_input)
-        for axis, label in ((2, "height"), (3, "width")):
-            if not _is_dynamic(in_dims[axis]) and in_dims[axis] != imgsz:
-                raise ToolError(f"{path}: input {label} is {in_dims[axis]} but --imgsz is {imgsz}; pass --imgsz {in_dims[axis]} or re-export at {imgsz}", EXIT_USAGE)
         meta = _read_metadata(model_proto)
+        _check_model_stride(path, imgsz, meta.get("stride"))
+        nms_batch = _embedded_nms_batch(model_proto)
+        max_batch = self.options.max_batch
+        if nms_batch and nms_batch < max_batch:
+            raise ToolError(f"{path}: ultralytics' embedded NMS (export nms=True) was traced for batch {nms_batch}, so images {nms_batch + 1}..{max_batch} of a batch would get no detections; export again without nms=True (nvinfer does the NMS) or with nms=True batch={max_batch} dynamic=True", EXIT_USAGE)
         names = self._given_class_names(path, meta, layout, _dims(graph.output[0]))
         fix_hw = _is_dynamic(in_dims[2]) or _is_dynamic(in_dims[3])
         rename = image_input.name != ONNX_INPUT_NAME or graph.output[0].name != ONNX_OUTPUT_NAME
-        if layout == "deepstream" and not fix_hw and not rename:
-            return OnnxModel(path, meta.get(META_MODEL, path.stem), imgsz, names, "given")
-        return self._adapt(path, model_proto, layout, names, fix_hw)
+        float32 = _import_onnx_stack()[0].TensorProto.FLOAT
+        recast = image_input.type.tensor_type.elem_type != float32 or graph.output[0].type.tensor_type.elem_type != float32
+        settled = _dims(graph.output[0]) != given_out
+        if layout == "deepstream" and not fix_hw and not rename and not recast and not settled:
+            result = OnnxModel(path, meta.get(META_MODEL, path.stem), imgsz, names, "given")
+        else:
+            result = self._adapt(path, model_proto, layout, names, fix_hw)
+        del model_proto
+        if META_SOURCE_SHA256 not in meta or result.origin == "adapted":  # not one of our own exports
+            try:
+                check_batch_slots(result.path, imgsz, min(max_batch, 2))
+            except ToolError:
+                if result.origin == "adapted":
+                    _remove_quietly(result.path)
+                raise
+        return result
 
     def _given_class_names(self, path: Path, meta: dict[str, str], layout: str, out_dims: list[Any]) -> list[str]:
         nc = int(out_dims[1]) - 4 if layout == "ultralytics" else None
@@ -1834,10 +2101,12 @@ class YOLOExporter:
                 dim.dim_value = imgsz
             del graph.value_info[:]  # stale symbolic shapes; TensorRT infers them again
         _rename_value(graph, image_input.name, ONNX_INPUT_NAME)
-        if layout == "ultralytics":
-            _append_layout_adapter(model_proto)
-        else:
+        _float32_boundaries(model_proto)  # half exports traced on a GPU have float16 inputs/outputs
+        if layout == "deepstream":
             _rename_value(graph, graph.output[0].name, ONNX_OUTPUT_NAME)
+        else:
+            _append_layout_adapter(model_proto, layout, imgsz)
+        _sort_topologically(graph)  # half=True exports come out of order; the adapter goes last
         _set_metadata(model_proto, {
             META_LAYOUT: ONNX_LAYOUT,
             META_MODEL: stem,
@@ -1851,6 +2120,12 @@ class YOLOExporter:
             data = model_proto.SerializeToString()
         except ValueError:
             raise ToolError(f"{path} is over 2 GB (external data); export a smaller model or pass --pt", EXIT_USAGE) from None
+        onnx, _ = _import_onnx_stack()
+        try:  # refused here, nothing is written
+            onnx.checker.check_model(data)
+        except Exception as error:
+            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ToolError(f"{path}: the adapted copy fails the ONNX checker ({first}); export it again with ultralytics' defaults or pass --pt", EXIT_USAGE) from None
         atomic_write_bytes(target, data)
         log(f"adapted {path} to the DeepStream layout: {target}")
         return OnnxModel(target, stem, imgsz, names, "adapted")
