@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import select
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine_env import IMGSZ, ROOT, EngineMachine, kill_group, write_tiny_onnx
+from helpers import read_stderr_until
 
 SITECUSTOMIZE = r'''
 import fnmatch, os, signal, sys
@@ -184,20 +184,6 @@ class Try:
     seconds: float = 0.0
 
 
-def _wait_for(process: subprocess.Popen, needle: str, timeout: float = 60.0) -> str:
-    deadline, seen = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stderr], [], [], 0.2)
-        if ready:
-            line = process.stderr.readline()
-            if not line:
-                break
-            seen.append(line)
-            if needle in line:
-                return "".join(seen)
-    return "".join(seen)
-
-
 def run_try(box: FaultBox, index: int, point: str, sig: str, via: str, warm: bool, rng: random.Random, deep_check: bool = False) -> Try:
     started = time.monotonic()
     result = Try(index, point, sig, via, warm)
@@ -225,7 +211,7 @@ def run_try(box: FaultBox, index: int, point: str, sig: str, via: str, warm: boo
     else:
         process = box.start(*extra, **env)
     if point == "random":
-        _wait_for(process, "engine ")  # the step has begun (Python is up, the script runs)
+        read_stderr_until(process, "engine ")  # the step has begun (Python is up, the script runs)
         time.sleep(rng.uniform(0.0, 0.9))
         target = process.pid
         if sig == "KILL":

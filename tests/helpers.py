@@ -1,6 +1,9 @@
 """Builders for the records the tests share: GPUs, engine plans and sidecars."""
 from __future__ import annotations
 
+import select
+import subprocess
+import time
 from pathlib import Path
 
 import auto_build_engine as abe
@@ -29,3 +32,19 @@ def make_sidecar(plan: abe.EnginePlan, precision: str, class_names: list[str], o
         cuda_toolkit_version="12.8", workspace_mb=8192, builder_optimization_level=3,
         built_at="2026-11-25T12:00:00+0000", build_seconds=1.0,
     )
+
+
+def read_stderr_until(process: subprocess.Popen, needle: str, timeout: float = 60.0) -> tuple[str | None, str]:
+    """Read stderr lines until one holds `needle` (the event tests wait on instead of sleeping).
+    Returns (that line or None on timeout/EOF, everything read)."""
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 0.2)
+        if ready:
+            line = process.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            if needle in line:
+                return line, "".join(seen)
+    return None, "".join(seen)

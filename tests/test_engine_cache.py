@@ -5,7 +5,6 @@ import configparser
 import json
 import os
 import random
-import select
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 import pytest
 
 from engine_env import IMGSZ, EngineMachine, kill_group, write_tiny_onnx
+from helpers import read_stderr_until
 from tests.fakes.fake_tensorrt import TRT_RELEASES, missing_names, name_in_release, read_access_log
 from tests.fakes.gpus import GPU_RTX_3060, GPU_RTX_4090
 
@@ -298,18 +298,10 @@ def test_waiting_process_says_who_holds_the_lock(box):
 
 def wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 60.0) -> str:
     """Read stderr until a line holds `needle`: the event we wait on instead of sleeping."""
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stderr], [], [], 0.5)
-        if ready:
-            line = process.stderr.readline()
-            if not line:
-                break
-            seen.append(line)
-            if needle in line:
-                return line
-    raise AssertionError(f"{needle!r} never appeared; stderr so far: {''.join(seen)}")
+    line, seen = read_stderr_until(process, needle, timeout)
+    if line is None:
+        raise AssertionError(f"{needle!r} never appeared; stderr so far: {seen}")
+    return line
 
 
 def test_sigterm_during_a_build_exits_143_and_leaves_no_temp_files(box):

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "call_parser.hpp"
 #include "nvdsinfer_custom_impl.h"
 
 int main(int argc, char** argv) {
@@ -23,20 +24,8 @@ int main(int argc, char** argv) {
         return 1;
     }
     std::vector<float> rows = {10, 20, 110, 220, 0.9f, 0, 0, 0, 50, 50, 0.1f, 1};
-    NvDsInferLayerInfo layer{};
-    layer.dataType = FLOAT;
-    layer.inferDims.numDims = 2;
-    layer.inferDims.d[0] = 2;
-    layer.inferDims.d[1] = 6;
-    layer.inferDims.numElements = 12;
-    layer.layerName = "output";
-    layer.buffer = rows.data();
-    NvDsInferNetworkInfo net{640, 640, 3};
-    NvDsInferParseDetectionParams params{};
-    params.numClassesConfigured = 80;
-    params.perClassPreclusterThreshold.assign(80, 0.25f);
     std::vector<NvDsInferObjectDetectionInfo> objects;
-    const bool ok = parse({layer}, net, params, objects);
+    const bool ok = call_parser(parse, rows, objects);
     std::printf("test_dlsym: ok=%d objects=%zu", ok ? 1 : 0, objects.size());
     if (!objects.empty())
         std::printf(" first=%u,%.0f,%.0f,%.0f,%.0f", objects[0].classId, objects[0].left, objects[0].top,

@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "../nvdsparsebbox_yolo.cpp"
+#include "call_parser.hpp"
 
 static_assert(std::is_same<decltype(&NvDsInferParseYolo), NvDsInferParseCustomFunc>::value,
               "NvDsInferParseYolo is not of type NvDsInferParseCustomFunc");
@@ -15,20 +16,8 @@ int main() {
     // nvinfer holds the dlsym() result in this pointer type and calls through it.
     NvDsInferParseCustomFunc parse = &NvDsInferParseYolo;
     std::vector<float> rows = {10, 20, 110, 220, 0.9f, 0};
-    NvDsInferLayerInfo layer{};
-    layer.dataType = FLOAT;
-    layer.inferDims.numDims = 2;
-    layer.inferDims.d[0] = 1;
-    layer.inferDims.d[1] = 6;
-    layer.inferDims.numElements = 6;
-    layer.layerName = "output";
-    layer.buffer = rows.data();
-    NvDsInferNetworkInfo net{640, 640, 3};
-    NvDsInferParseDetectionParams params{};
-    params.numClassesConfigured = 80;
-    params.perClassPreclusterThreshold.assign(80, 0.25f);
     std::vector<NvDsInferObjectDetectionInfo> objects;
-    if (!parse({layer}, net, params, objects) || objects.size() != 1 || objects[0].width != 100) {
+    if (!call_parser(parse, rows, objects) || objects.size() != 1 || objects[0].width != 100) {
         std::fprintf(stderr, "test_signature: call through NvDsInferParseCustomFunc failed\n");
         return 1;
     }
