@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Build the right TensorRT engine for this GPU once, then hand DeepStream a matching config.
 
-Flow, top to bottom: detect (SystemInfo) -> find/export the ONNX (YOLOExporter) -> build the
-engine (EngineBuilder) -> write the nvinfer config (DeepStreamConfig) -> CLI (main).
+Flow, top to bottom: options and the CLI table -> detect (SystemInfo) -> find/export the ONNX
+(YOLOExporter) -> build the engine (EngineBuilder, cache, fleet store) -> write the nvinfer config
+(DeepStreamConfig) -> benchmark -> main (the run modes).
 
 Heavy modules (tensorrt, torch, ultralytics, onnx, onnxruntime, pycuda, pynvml) are imported
 inside the functions that need them, so `-h`, `--check` and the warm start never pay for them.
@@ -28,9 +29,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -315,6 +317,11 @@ def has_fast_fp16(compute_capability: str) -> bool:
     return True
 
 
+def sm_name(compute_capability: str) -> str:
+    """The "sm89" of compute capability "8.9", as in engine and timing-cache names."""
+    return "sm" + compute_capability.replace(".", "")
+
+
 _VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro"}
 
 
@@ -339,10 +346,6 @@ class GpuInfo:
     memory_total_mib: int
     memory_free_mib: int
     compute_capability: str  # "8.9"
-
-    @property
-    def sm(self) -> str:
-        return "sm" + self.compute_capability.replace(".", "")
 
     @property
     def slug(self) -> str:
@@ -538,14 +541,20 @@ class SystemInfo:
         info.deepstream_version = info._soft("deepstream", probe_deepstream)
         info.tensorrt_version = info._soft("tensorrt", probe_tensorrt_version_cheap)
         if import_tensorrt or (info.tensorrt_version is None and not warm):
-            imported = info._soft("tensorrt_import", probe_tensorrt_version_import)
-            if imported:
-                info.tensorrt_version = imported
-                info.missing.pop("tensorrt", None)
-            elif info.tensorrt_version is None:
-                info.missing["tensorrt"] = "TensorRT not found (no package metadata, no libnvinfer, import failed)"
-            info.missing.pop("tensorrt_import", None)
+            info.import_tensorrt_version()
         return info
+
+    def import_tensorrt_version(self) -> str | None:
+        """The version `import tensorrt` reports, which wins over the cheap probe: an unusual install
+        may have no package metadata and no libnvinfer file where we look, yet import."""
+        imported = self._soft("tensorrt_import", probe_tensorrt_version_import)
+        if imported:
+            self.tensorrt_version = imported
+            self.missing.pop("tensorrt", None)
+        elif self.tensorrt_version is None:
+            self.missing["tensorrt"] = "TensorRT not found (no package metadata, no libnvinfer, import failed)"
+        self.missing.pop("tensorrt_import", None)
+        return self.tensorrt_version
 
     def _soft(self, name: str, probe: Callable[[], str]) -> str | None:
         try:
@@ -689,6 +698,11 @@ def exported_onnx_path(models_dir: Path, model_name: str, imgsz: int) -> Path:
     return Path(models_dir) / f"{model_name}_{imgsz}{ONNX_SUFFIX}"
 
 
+def distinct_batches(*batches: int) -> list[int]:
+    """Each batch size once, ascending (a profile's min/opt/max, a --batches list)."""
+    return sorted(set(batches))
+
+
 def expected_anchor_count(imgsz: int, strides: Sequence[int] = (8, 16, 32)) -> int:
     """N of the output: 33600 at 1280, 8400 at 640, 2100 at 320."""
     return sum((imgsz // stride) ** 2 for stride in strides)
@@ -825,7 +839,7 @@ def _guard(cls: type) -> type:
     """A stand-in whose construction (NEWOBJ or REDUCE) gives an empty `cls` instance, args ignored."""
     if cls not in _GUARDS:
         def __new__(_guard_cls: type, *_args: Any, **_kwargs: Any) -> Any:
-            return object.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls)
+            return object.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls)  # type: ignore[call-overload]
 
         guard = type(cls.__name__, (), {"__new__": __new__, "__module__": __name__})
         _GUARDS[cls], _GUARDED[guard] = guard, cls
@@ -1004,6 +1018,19 @@ def _set_metadata(model_proto: Any, values: dict[str, str]) -> None:
         prop.key, prop.value = key, str(value)
 
 
+def layout_metadata(model: str, imgsz: int, names: Sequence[str], source_name: str, source_sha256: str) -> dict[str, str]:
+    """The metadata every DeepStream-layout ONNX this tool writes carries (exported or adapted)."""
+    return {
+        META_LAYOUT: ONNX_LAYOUT,
+        META_MODEL: model,
+        META_IMGSZ: str(imgsz),
+        META_NAMES: json.dumps(list(names)),
+        META_SOURCE: source_name,
+        META_SOURCE_SHA256: source_sha256,
+        META_TOOL_VERSION: TOOL_VERSION,
+    }
+
+
 def _names_from_metadata(meta: dict[str, str]) -> list[str] | None:
     """Our JSON list first, then ultralytics' `names` (a Python dict literal)."""
     if META_NAMES in meta:
@@ -1074,6 +1101,12 @@ def _is_rtdetr_graph(model_proto: Any) -> bool:
     return any(node.op_type == "GridSample" for node in model_proto.graph.node)
 
 
+def _image_inputs(graph: Any) -> list[Any]:
+    """The graph's real inputs: its inputs that are not initializers (weights an old exporter also lists)."""
+    initializers = {init.name for init in graph.initializer}
+    return [i for i in graph.input if i.name not in initializers]
+
+
 def _graph_layout(model_proto: Any, path: Path) -> str:
     """The output layout of a detector ONNX; ToolError (saying what it saw) for anything else.
 
@@ -1083,8 +1116,7 @@ def _graph_layout(model_proto: Any, path: Path) -> str:
     'rtdetr_scores' [B,N,4+nc] centre x,y,w,h normalised + class scores (RT-DETR of older ultralytics)
     """
     graph = model_proto.graph
-    initializers = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
+    inputs = _image_inputs(graph)
     seen = _seen(model_proto)
     if len(inputs) != 1:
         raise ToolError(f"{path}: expected one image input, found {len(inputs)} ({[i.name for i in inputs]}); this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
@@ -1108,7 +1140,7 @@ def _graph_layout(model_proto: Any, path: Path) -> str:
         if isinstance(last, int) and last > 4:
             return "rtdetr_scores"
         raise ToolError(f"{path}: an RT-DETR output must be [B,N,6] or [B,N,4+nc] ({seen})", EXIT_USAGE)
-    if meta.get(META_LAYOUT) == ONNX_LAYOUT or (last == 6 and (_is_dynamic(middle) or middle > 6)):
+    if meta.get(META_LAYOUT) == ONNX_LAYOUT or (last == 6 and (_is_dynamic(middle) or (isinstance(middle, int) and middle > 6))):
         if last != 6:
             raise ToolError(f"{path}: output last dim is {last}, expected 6 (x1,y1,x2,y2,score,class) ({seen})", EXIT_USAGE)
         return "deepstream"
@@ -1128,8 +1160,7 @@ def _settle_output_shape(model_proto: Any, imgsz: int) -> None:
     graph = model_proto.graph
     if len(graph.output) != 1 or all(not _is_dynamic(d) for d in _dims(graph.output[0])[1:]):
         return  # more than one output: _graph_layout refuses it
-    initializers = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
+    inputs = _image_inputs(graph)
     if len(inputs) != 1 or len(_dims(inputs[0])) != 4:
         return  # _graph_layout says what is wrong
     probe = type(model_proto)()
@@ -1280,8 +1311,7 @@ def _float32_boundaries(model_proto: Any) -> None:
 
     graph = model_proto.graph
     float16, float32 = TensorProto.FLOAT16, TensorProto.FLOAT
-    initializers = {init.name for init in graph.initializer}
-    image = next(i for i in graph.input if i.name not in initializers)
+    image = _image_inputs(graph)[0]
     if image.type.tensor_type.elem_type == float16:
         inner = "ds_cast/input_fp16"
         for node in graph.node:
@@ -1460,7 +1490,7 @@ def letterbox_image(path: Path | None, size: int) -> tuple[Any, str]:
             image = None
     if image is None:
         notice(f"{REFERENCE_IMAGE} (ultralytics assets) or OpenCV not found; the ONNX/engine comparison uses a synthetic test scene")
-        canvas = np.full((size, size, 3), LETTERBOX_GREY, dtype=np.uint8)
+        canvas: Any = np.full((size, size, 3), LETTERBOX_GREY, dtype=np.uint8)
         for index, (x, y, w, h) in enumerate(((0.1, 0.2, 0.3, 0.5), (0.5, 0.1, 0.4, 0.3), (0.55, 0.55, 0.35, 0.35))):
             x0, y0 = int(x * size), int(y * size)
             canvas[y0:y0 + int(h * size), x0:x0 + int(w * size)] = ((40, 90, 200), (200, 60, 30), (30, 160, 60))[index]
@@ -1476,7 +1506,7 @@ def letterbox_image(path: Path | None, size: int) -> tuple[Any, str]:
     top, bottom = int(round(pad_h - 0.1)), int(round(pad_h + 0.1))
     left, right = int(round(pad_w - 0.1)), int(round(pad_w + 0.1))
     image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(LETTERBOX_GREY,) * 3)
-    return np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0, Path(path).name
+    return np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0, path.name if path else ""
 
 
 @dataclass
@@ -1543,7 +1573,8 @@ def decode_detections(rows: Any, settings: DecodeSettings) -> list[Detection]:
         kept = 0
         while candidates.size and kept < settings.topk:
             best, candidates = candidates[0], candidates[1:]
-            found.append(Detection(int(best), tuple(float(v) for v in boxes[best]), float(rows[best, 4]), int(class_id)))
+            x0, y0, x1, y1 = (float(v) for v in boxes[best])
+            found.append(Detection(int(best), (x0, y0, x1, y1), float(rows[best, 4]), int(class_id)))
             kept += 1
             if candidates.size:
                 candidates = candidates[_iou(boxes[best], boxes[candidates]) <= settings.nms_iou]
@@ -1594,7 +1625,7 @@ def compare_detections(expected_rows: Any, found_rows: Any, settings: DecodeSett
     import numpy as np
 
     size = float(settings.imgsz)
-    state = {"matched": 0, "missing": 0, "extra": 0, "changes": 0, "ties": 0, "min_iou": 1.0, "max_diff": 0.0}
+    state: dict[str, Any] = {"matched": 0, "missing": 0, "extra": 0, "changes": 0, "ties": 0, "min_iou": 1.0, "max_diff": 0.0}
 
     def judge(detection: Detection, box: Any, score: float, class_id: int) -> bool:
         iou = float(_iou(detection.box, np.clip(np.asarray(box, dtype=np.float64), 0.0, size))[0])
@@ -1903,15 +1934,7 @@ class YOLOExporter:
             model_proto = onnxslim.slim(model_proto)
         except Exception as error:  # the unslimmed graph is correct, only slower to parse
             notice(f"onnxslim failed ({type(error).__name__}: {error}); keeping the unslimmed graph")
-        _set_metadata(model_proto, {
-            META_LAYOUT: ONNX_LAYOUT,
-            META_MODEL: model_name,
-            META_IMGSZ: str(imgsz),
-            META_NAMES: json.dumps(names),
-            META_SOURCE: source.name,
-            META_SOURCE_SHA256: source_sha256,
-            META_TOOL_VERSION: TOOL_VERSION,
-        })
+        _set_metadata(model_proto, layout_metadata(model_name, imgsz, names, source.name, source_sha256))
         model_proto.producer_name = "auto_build_engine"
         model_proto.producer_version = TOOL_VERSION
         bar.update("write", 3, 4)
@@ -2025,8 +2048,7 @@ class YOLOExporter:
         imgsz = self.options.imgsz
         model_proto = _load_onnx(path)
         graph = model_proto.graph
-        initializers = {init.name for init in graph.initializer}
-        given_dims = [_dims(i) for i in graph.input if i.name not in initializers]
+        given_dims = [_dims(i) for i in _image_inputs(graph)]
         in_dims = given_dims[0] if len(given_dims) == 1 else []
         if len(in_dims) == 4:
             for axis, label in ((2, "height"), (3, "width")):
@@ -2035,7 +2057,7 @@ class YOLOExporter:
         given_out = _dims(graph.output[0]) if len(graph.output) == 1 else []
         _settle_output_shape(model_proto, imgsz)  # simplify=False: symbolic output dims
         layout = _graph_layout(model_proto, path)
-        image_input = next(i for i in graph.input if i.name not in initializers)
+        image_input = _image_inputs(graph)[0]
         meta = _read_metadata(model_proto)
         _check_model_stride(path, imgsz, meta.get("stride"))
         nms_batch = _embedded_nms_batch(model_proto)
@@ -2092,8 +2114,7 @@ class YOLOExporter:
             log(f"{target} already adapts {path}; using it", level=2)
             return OnnxModel(target, meta.get(META_MODEL, stem), imgsz, names, "adapted")
         graph = model_proto.graph
-        initializers = {init.name for init in graph.initializer}
-        image_input = next(i for i in graph.input if i.name not in initializers)
+        image_input = _image_inputs(graph)[0]
         if fix_hw:  # TensorRT then sees only the batch axis as dynamic
             for axis in (2, 3):
                 dim = image_input.type.tensor_type.shape.dim[axis]
@@ -2107,15 +2128,7 @@ class YOLOExporter:
         else:
             _append_layout_adapter(model_proto, layout, imgsz)
         _sort_topologically(graph)  # half=True exports come out of order; the adapter goes last
-        _set_metadata(model_proto, {
-            META_LAYOUT: ONNX_LAYOUT,
-            META_MODEL: stem,
-            META_IMGSZ: str(imgsz),
-            META_NAMES: json.dumps(names),
-            META_SOURCE: path.name,
-            META_SOURCE_SHA256: source_sha,
-            META_TOOL_VERSION: TOOL_VERSION,
-        })
+        _set_metadata(model_proto, layout_metadata(stem, imgsz, names, path.name, source_sha))
         try:
             data = model_proto.SerializeToString()
         except ValueError:
@@ -2152,8 +2165,7 @@ class YOLOExporter:
             raise ToolError(f"{path} fails the ONNX checker ({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}); export it again", EXIT_USAGE) from None
         model_proto = _load_onnx(path, load_external_data=False)
         graph = model_proto.graph
-        initializers = {init.name for init in graph.initializer}
-        inputs = [i for i in graph.input if i.name not in initializers]
+        inputs = _image_inputs(graph)
         if len(inputs) != 1 or inputs[0].name != ONNX_INPUT_NAME or len(graph.output) != 1 or graph.output[0].name != ONNX_OUTPUT_NAME:
             raise ToolError(f"{path}: expected one input {ONNX_INPUT_NAME!r} and one output {ONNX_OUTPUT_NAME!r}, found {[i.name for i in inputs]} -> {[o.name for o in graph.output]}", EXIT_USAGE)
         float32 = onnx.TensorProto.FLOAT
@@ -2168,7 +2180,7 @@ class YOLOExporter:
         del model_proto
         if full is None:
             full = options.validate == "full"
-        batches = sorted({1, options.min_batch, options.opt_batch, options.max_batch}) if full else [1]
+        batches = distinct_batches(1, options.min_batch, options.opt_batch, options.max_batch) if full else [1]
         try:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:
@@ -2177,7 +2189,8 @@ class YOLOExporter:
         settings = DecodeSettings(imgsz, len(names) if names else 1 << 16, options.pre_cluster_threshold, options.nms_iou_threshold, options.topk)
         reference: Reference | None = None
         anchors = out_dims[1] if not _is_dynamic(out_dims[1]) else None
-        baseline, per_image, checked = _rss_bytes(), 0, []
+        baseline, per_image = _rss_bytes(), 0
+        checked: list[int] = []
         for done, batch in enumerate(batches):
             available = _available_memory_bytes()
             if checked and per_image and available is not None and per_image * batch > 0.8 * available:
@@ -2318,12 +2331,12 @@ class EnginePlan:
 
     @property
     def timing_cache_path(self) -> Path:
-        return self.engine_dir / f"timing-sm{self.key.compute_capability.replace('.', '')}-trt{self.key.tensorrt_version}.cache"
+        return self.engine_dir / f"timing-{sm_name(self.key.compute_capability)}-trt{self.key.tensorrt_version}.cache"
 
 
 def engine_stem(key: EngineKey, slug: str) -> str:
-    sm = key.compute_capability.replace(".", "")
-    return f"{key.model}_{key.imgsz}_b{key.max_batch}_{key.precision}_sm{sm}-{slug}_trt{key.tensorrt_version}"
+    sm = sm_name(key.compute_capability)
+    return f"{key.model}_{key.imgsz}_b{key.max_batch}_{key.precision}_{sm}-{slug}_trt{key.tensorrt_version}"
 
 
 def model_label(options: Options) -> str:
@@ -2485,7 +2498,7 @@ def check_engine(plan: EnginePlan, options: Options) -> CacheState:
         except OSError as error:
             return CacheState(False, f"engine file {plan.engine_path.name} is not readable ({error.strerror})", sidecar)
         if digest != sidecar.engine_sha256:
-            return CacheState(False, f"engine sha256 differs from the sidecar's (the file is damaged); rebuild with --force", sidecar)
+            return CacheState(False, "engine sha256 differs from the sidecar's (the file is damaged); rebuild with --force", sidecar)
     given = given_model_file(options)
     if given is not None and not (sidecar.source is None and not given.exists()):  # None: built from an earlier export of absent weights
         recorded = sidecar.source
@@ -2981,7 +2994,7 @@ def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: E
         stream = cuda.Stream()
         size = plan.key.imgsz
         outputs: dict[int, Any] = {}
-        for batch in sorted({plan.key.min_batch, plan.key.opt_batch, plan.key.max_batch}):
+        for batch in distinct_batches(plan.key.min_batch, plan.key.opt_batch, plan.key.max_batch):
             execution.set_input_shape(input_name, (batch, 3, size, size))
             out_shape = tuple(execution.get_tensor_shape(output_name))
             if out_shape[0] != batch or out_shape[-1] != 6:
@@ -3266,9 +3279,6 @@ class EngineStore:
             raise
         except Exception as error:
             raise StoreError(f"{what}: {_short_error(error)}") from None
-
-    def _missing(self, error: BaseException) -> bool:
-        return isinstance(error, (FileNotFoundError, self._exc.NotFoundError))
 
     def read(self, key: str) -> tuple[bytes, str | None] | None:
         """(bytes, etag) of a small object, None when absent."""
@@ -3846,7 +3856,7 @@ class DeepStreamConfig:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as error:  # a directory, unreadable, not UTF-8
-            reason = "a directory" if path.is_dir() else error.strerror if isinstance(error, OSError) else "not UTF-8"
+            reason = "a directory" if path.is_dir() else (error.strerror or str(error)) if isinstance(error, OSError) else "not UTF-8"
             self.unreadable[path] = reason
             return None
 
@@ -3909,7 +3919,7 @@ def median(samples: Sequence[float]) -> float:
 
 def parse_batches(text: str, sidecar: Sidecar) -> list[int]:
     try:
-        batches = sorted({int(part) for part in text.split(",") if part.strip()})
+        batches = distinct_batches(*(int(part) for part in text.split(",") if part.strip()))
     except ValueError:
         raise ToolError(f"--batches: {text!r} is not a comma-separated list of integers") from None
     low, high = int(sidecar.profile["min"][0]), sidecar.max_batch
@@ -4040,8 +4050,8 @@ def benchmark_table(results: list[BatchResult], sidecar: Sidecar) -> str:
             row += [f"{r.trtexec_images_per_s:.1f}" if r.trtexec_images_per_s else "-", f"{r.trtexec_latency_median_ms:.2f}" if r.trtexec_latency_median_ms else "-"]
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
-    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)), "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
     lines.append(f"engine {sidecar.engine_file}: {sidecar.precision_built}, built in {sidecar.build_seconds:.1f} s on {sidecar.built_at}")
     return "\n".join(lines)
 
@@ -4321,10 +4331,7 @@ def target_gpu_and_trt(options: Options, system: SystemInfo) -> tuple[GpuInfo, s
     """The GPU and TensorRT this run builds for; a missing one is exit 3 (it wins over 1)."""
     gpu = system.gpu(options.gpu_id)
     if not system.tensorrt_version:
-        try:  # no metadata or libnvinfer file: an unusual install may still import
-            system.tensorrt_version = probe_tensorrt_version_import()
-        except RuntimeError:
-            pass
+        system.import_tensorrt_version()
     if not system.tensorrt_version:
         raise ToolError("TensorRT not found; run inside the DeepStream image or pip install tensorrt", EXIT_ENVIRONMENT)
     return gpu, system.tensorrt_version

@@ -190,24 +190,22 @@ def build_arg_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return p
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+def _env_number(env: Mapping[str, str], name: str, default: Any, convert: Callable[[str], Any], what: str) -> Any:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        return convert(raw)
     except ValueError:
-        raise AppError(f"{name}={raw!r} is not an integer; fix or unset it") from None
+        raise AppError(f"{name}={raw!r} is not {what}; fix or unset it") from None
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    return _env_number(env, name, default, int, "an integer")
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise AppError(f"{name}={raw!r} is not a number; fix or unset it") from None
+    return _env_number(env, name, default, float, "a number")
 
 
 def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Namespace:
@@ -676,7 +674,7 @@ def attach_probes(pipeline: Any, plan: RunPlan, sm: Any, reporter: DetectionRepo
 
 
 def make_detection_counter(sm: Any, reporter: DetectionReporter) -> Any:
-    class DetectionCounter(sm.BatchMetadataOperator):  # type: ignore[name-defined,misc]
+    class DetectionCounter(sm.BatchMetadataOperator):
         failed = False
 
         def handle_metadata(self, batch_meta: Any) -> None:
