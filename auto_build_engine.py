@@ -297,7 +297,285 @@ def _run_quietly(argv: Sequence[str], timeout: float = 10.0) -> tuple[int, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# 1. Detect: SystemInfo
+# 1. Options and the command line
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    pt: Path | None = None
+    onnx: Path | None = None
+    model: str = "yolo11x"
+    imgsz: int = 1280
+    min_batch: int = 1
+    opt_batch: int = 4
+    max_batch: int = 16
+    precision: str = "auto"
+    workspace_mb: int = 8192
+    engine_dir: Path = Path("/app/engines/tensorrt")
+    models_dir: Path = Path("/app/engines/models")
+    config_dir: Path = Path("/app/configs")
+    gpu_id: int = 0
+    num_sources: int = 1
+    nms_iou_threshold: float = 0.45
+    pre_cluster_threshold: float = 0.25
+    topk: int = 300
+    validate: str = "quick"  # "full": also onnxruntime at min/opt/max batch on the CPU
+    force: bool = False
+    check: bool = False
+    check_env: bool = False  # --check-env: parse and validate the options/environment, nothing else
+    info: bool = False
+    json: bool = False
+    dry_run: bool = False
+    verbosity: int = 1
+    benchmark: bool = False
+    batches: str | None = None
+    seconds: float = 5.0
+    compare_trtexec: bool = False
+    engine_store: str | None = None
+    engine_store_mode: str = "readwrite"
+    explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var: read only by the CLI layer
+    num_sources_given: bool = False  # NUM_SOURCES/--num-sources was given (else a config's batch-size is kept); set by parse_options
+    deep: bool = False
+    resolved_source: Path | None = None  # the --pt/--onnx file as located, set once by given_model_file
+
+
+MAX_BATCH_LIMIT = 64
+MAX_IMGSZ = 4096
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse prints usage plus an error; we want exactly one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ToolError(f"{message}; see --help")
+
+
+def _int_in(flag: str, low: int, high: int, multiple: int = 1) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise ToolError(f"{flag}: {text!r} is not an integer (accepted: {low}..{high})") from None
+        if not low <= value <= high or value % multiple:
+            extra = f", a multiple of {multiple}" if multiple > 1 else ""
+            raise ToolError(f"{flag}: {value} is out of range (accepted: {low}..{high}{extra})")
+        return value
+
+    return parse
+
+
+def _float_in(flag: str, low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise ToolError(f"{flag}: {text!r} is not a number (accepted: {low}..{high})") from None
+        if not low <= value <= high:
+            raise ToolError(f"{flag}: {value} is out of range (accepted: {low}..{high})")
+        return value
+
+    return parse
+
+
+def _choice(flag: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = str(text).strip().lower()
+        if value not in choices:
+            raise ToolError(f"{flag}: {text!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+STORE_MODES = ("readwrite", "pull")
+
+
+def parse_store_url(text: str) -> str:
+    """`s3://bucket[/prefix]` or `file:///absolute/path`; anything else is bad usage (exit 2)."""
+    value = str(text).strip().rstrip("/")
+    if value.startswith("s3://"):
+        bucket = value[5:].split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise ToolError(f"--engine-store {text!r}: {bucket!r} is not an S3 bucket name; use s3://bucket/prefix")
+        return value
+    if value.startswith("file://"):
+        if not value[7:].startswith("/"):
+            raise ToolError(f"--engine-store {text!r}: use an absolute path, file:///shared/engines")
+        return value
+    raise ToolError(f"--engine-store {text!r}: use s3://bucket/prefix (AWS S3, MinIO, Ceph) or file:///path")
+
+
+# flag, env twin, Options field, parser, help
+_VALUE_FLAGS: tuple[tuple[str, str | None, str, Callable[[str], Any], str], ...] = (
+    ("--pt", "PT_PATH", "pt", Path, "weights to export (a bare name like yolo11x.pt is downloaded if absent)"),
+    ("--onnx", "ONNX_PATH", "onnx", Path, "use this ONNX instead of exporting"),
+    ("--model", "MODEL", "model", str, "model used when neither --pt nor --onnx is given (default yolo11x)"),
+    ("--imgsz", "IMGSZ", "imgsz", _int_in("--imgsz", 32, MAX_IMGSZ, 32), "square input size, multiple of 32 (default 1280)"),
+    ("--min-batch", "MIN_BATCH", "min_batch", _int_in("--min-batch", 1, MAX_BATCH_LIMIT), "profile minimum batch (default 1)"),
+    ("--opt-batch", "OPT_BATCH", "opt_batch", _int_in("--opt-batch", 1, MAX_BATCH_LIMIT), "profile optimum batch (default 4)"),
+    ("--max-batch", "MAX_BATCH", "max_batch", _int_in("--max-batch", 1, MAX_BATCH_LIMIT), f"profile maximum batch, at most {MAX_BATCH_LIMIT} (default 16)"),
+    ("--precision", "PRECISION", "precision", _choice("--precision", ("auto", "fp16", "fp32")), "auto = FP16 where the GPU is fast at it (default auto)"),
+    ("--workspace", "WORKSPACE_MB", "workspace_mb", _int_in("--workspace", 1, 1 << 20), "builder workspace in MB, capped to free GPU memory (default 8192)"),
+    ("--engine-dir", "ENGINE_DIR", "engine_dir", Path, "engines, sidecars, timing caches, lock (default /app/engines/tensorrt)"),
+    ("--models-dir", "MODELS_DIR", "models_dir", Path, "downloaded weights and exported ONNX (default /app/engines/models)"),
+    ("--config-dir", "CONFIG_DIR", "config_dir", Path, "generated nvinfer config and labels (default /app/configs)"),
+    ("--gpu-id", "GPU_ID", "gpu_id", _int_in("--gpu-id", 0, 63), "GPU to build for (default 0)"),
+    ("--num-sources", "NUM_SOURCES", "num_sources", _int_in("--num-sources", 1, MAX_BATCH_LIMIT), "DeepStream batch-size written to the config, <= max batch (default 1)"),
+    ("--nms-iou-threshold", "NMS_IOU_THRESHOLD", "nms_iou_threshold", _float_in("--nms-iou-threshold", 0.0, 1.0), "nvinfer NMS IoU threshold (default 0.45)"),
+    ("--pre-cluster-threshold", "PRE_CLUSTER_THRESHOLD", "pre_cluster_threshold", _float_in("--pre-cluster-threshold", 0.0, 1.0), "score threshold before NMS (default 0.25)"),
+    ("--topk", "TOPK", "topk", _int_in("--topk", 1, 100000), "boxes kept per frame after NMS (default 300)"),
+    ("--validate", "VALIDATE", "validate", _choice("--validate", ("quick", "full")), "ONNX check on the CPU: quick = batch 1 on a real image (the engine's reference); full = also min/opt/max batch, for machines without a GPU (default quick)"),
+    ("--engine-store", "ENGINE_STORE", "engine_store", parse_store_url, "share engines across a fleet: s3://bucket/prefix (AWS_* variables and ~/.aws files) or file:///path (default: off)"),
+    ("--engine-store-mode", "ENGINE_STORE_MODE", "engine_store_mode", _choice("--engine-store-mode", STORE_MODES), "readwrite, or pull for read-only credentials: never publish (default readwrite)"),
+)
+
+
+def _metavar(dest: str) -> str:
+    if dest in ("pt", "onnx"):
+        return "PATH"
+    if dest.endswith("_dir"):
+        return "DIR"
+    if dest in ("model", "precision", "validate"):
+        return dest.upper()
+    if dest.startswith("engine_store"):
+        return "MODE" if dest.endswith("mode") else "URL"
+    return "MB" if dest == "workspace_mb" else "N"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="auto_build_engine.py",
+        description="Detect the GPU, export YOLO11 to ONNX, build a TensorRT engine for this GPU and write the DeepStream nvinfer config. Without --force it builds only when no valid engine exists.",
+        epilog="Exit codes: 0 done; 1 build failed (with --check: a build is needed); 2 bad usage or input; 3 environment missing (no GPU/driver, no TensorRT); 130/143 interrupted. Every option also reads the environment variable named in brackets.",
+    )
+    for flag, env, dest, _, help_text in _VALUE_FLAGS:
+        parser.add_argument(flag, dest=dest, metavar=_metavar(dest), help=f"{help_text} [{env}]", default=None)
+    parser.add_argument("--force", action="store_true", help="rebuild even if a valid engine exists")
+    parser.add_argument("--check", action="store_true", help="exit 0 if a valid engine + config exist, 1 if a build is needed; writes nothing")
+    parser.add_argument("--check-env", action="store_true", help="only validate the options and environment variables with the rules of a run (silent when valid, one line and exit 2 when not); imports nothing heavy, touches no GPU")
+    parser.add_argument("--deep", action="store_true", help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole engine; the first --check of each engine does it anyway)")
+    parser.add_argument("--info", action="store_true", help="print the system report and exit")
+    parser.add_argument("--json", action="store_true", help="with --info: machine-readable JSON")
+    parser.add_argument("--dry-run", action="store_true", help="everything except the TensorRT build: find/export/validate the ONNX, print the plan")
+    parser.add_argument("--benchmark", action="store_true", help="time the current valid engine on this GPU (never builds)")
+    parser.add_argument("--batches", metavar="LIST", help="with --benchmark: batch sizes, e.g. 1,4,8,16 (default: those of 1,4,8,16 in the engine profile)")
+    parser.add_argument("--seconds", metavar="S", type=str, default=None, help="with --benchmark: timed seconds per batch size (default 5)")
+    parser.add_argument("--compare-trtexec", action="store_true", help="with --benchmark: also run trtexec --loadEngine for the same batch sizes")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
+    return parser
+
+
+def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Options:
+    """CLI flags win over their environment twins, which win over the defaults."""
+    environ = dict(os.environ if environ is None else environ)
+    namespace = build_parser().parse_args(argv)
+    options = Options()
+    for flag, env, dest, convert, _ in _VALUE_FLAGS:
+        raw = getattr(namespace, dest)
+        source = flag
+        if raw is None and env and environ.get(env, "").strip():
+            raw, source = environ[env], f"{env} (for {flag})"
+        if raw is None:
+            continue
+        if not str(raw).strip():  # an empty env twin is unset (above); on the command line it is a mistake
+            raise ToolError(f"{flag}: empty value; give a value or leave {flag} out for the default")
+        try:
+            value = convert(raw)
+        except ToolError as error:
+            raise ToolError(str(error).replace(flag, source, 1)) from None
+        if convert is Path:  # paths end up in the nvinfer config: UTF-8, no line breaks, no control characters
+            _validate_path(source, value)
+            check_config_text(source, raw)
+        setattr(options, dest, value)
+        options.explicit.add(dest)
+    if environ.get(PARSER_LIB_ENV):  # goes into the nvinfer config too: refuse it before anything is built
+        check_config_text(PARSER_LIB_ENV, environ[PARSER_LIB_ENV])
+    for name in ("force", "check", "check_env", "info", "json", "dry_run", "benchmark", "batches", "compare_trtexec", "deep"):
+        setattr(options, name, getattr(namespace, name))
+    if namespace.seconds is not None:
+        options.seconds = _float_in("--seconds", 0.001, 3600.0)(namespace.seconds)
+    options.verbosity = max(0, 1 + namespace.verbose - namespace.quiet)
+    options.num_sources_given = "num_sources" in options.explicit
+    validate_options(options)
+    return options
+
+
+def validate_options(options: Options) -> None:
+    if options.pt and options.onnx:
+        raise ToolError("--pt and --onnx are exclusive (PT_PATH/ONNX_PATH too): give one model source")
+    if not options.min_batch <= options.opt_batch <= options.max_batch:
+        raise ToolError(f"batch profile must satisfy min <= opt <= max (got --min-batch {options.min_batch}, --opt-batch {options.opt_batch}, --max-batch {options.max_batch})")
+    if options.num_sources > options.max_batch:
+        raise ToolError(f"--num-sources {options.num_sources} exceeds --max-batch {options.max_batch}: raise MAX_BATCH or use fewer sources")
+    if options.json and not (options.info or options.benchmark):
+        raise ToolError("--json goes with --info or --benchmark")
+    if (options.batches is not None or options.compare_trtexec) and not options.benchmark:
+        raise ToolError("--batches and --compare-trtexec go with --benchmark")
+    exclusive = [name for name in ("check", "check_env", "info", "dry_run", "benchmark") if getattr(options, name)]
+    if len(exclusive) > 1:
+        raise ToolError(f"--{exclusive[0].replace('_', '-')} and --{exclusive[1].replace('_', '-')} are exclusive")
+    if options.deep and (options.info or options.dry_run or options.benchmark):
+        raise ToolError("--deep goes with --check or a plain run")
+    if options.force and (options.check or options.info):
+        raise ToolError("--force cannot be combined with --check or --info")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", options.model):
+        raise ToolError(f"--model {options.model!r}: use a plain model name like yolo11x (letters, digits, . _ -)")
+    for flag, path in (("--pt", options.pt), ("--onnx", options.onnx)):
+        if path is not None and not str(path).strip():
+            raise ToolError(f"{flag}: empty path")
+    if len(options.model) > MAX_MODEL_LABEL:
+        raise ToolError(f"--model: the name has {len(options.model)} characters; use at most {MAX_MODEL_LABEL}")
+    for flag, path in (("--pt", options.pt), ("--onnx", options.onnx), ("--engine-dir", options.engine_dir),
+                       ("--models-dir", options.models_dir), ("--config-dir", options.config_dir)):
+        if path is not None:
+            _validate_path(flag, Path(path))
+    try:
+        timeout = float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
+    except ValueError:
+        timeout = -1.0
+    if not 0 <= timeout < float("inf"):
+        raise ToolError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds (e.g. {DEFAULT_LOCK_TIMEOUT_S:.0f}), got {os.environ.get(LOCK_TIMEOUT_ENV)!r}")
+    if (options.pt or options.onnx) and len(model_label(options)) > MAX_MODEL_LABEL:
+        flag = "--onnx" if options.onnx else "--pt"
+        raise ToolError(f"{flag}: the file name gives a model name of {len(model_label(options))} characters, too long for the engine file name; rename it to at most {MAX_MODEL_LABEL} characters")
+
+
+MAX_MODEL_LABEL = 100  # the engine name adds ~70 characters; a file name may have 255 bytes
+MAX_PATH_BYTES = 3000  # PATH_MAX is 4096: leave room for the file names below a directory
+
+
+def validate_paths_before_work(options: Options) -> None:
+    """Before any check, log line or build: the given model file exists and the three directories
+    are (or can become) directories, so bad paths give one line and exit 2, never a half-done run."""
+    if options.pt or options.onnx:
+        locate_model_files(options)  # ToolError (exit 2) when an explicit file is missing
+    for name, path in (("ENGINE_DIR", options.engine_dir), ("CONFIG_DIR", options.config_dir), ("MODELS_DIR", options.models_dir)):
+        probe = Path(path).absolute()
+        while not os.path.lexists(probe) and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            what = "is not a directory" if probe == Path(path).absolute() else f"cannot be created: {probe} is not a directory"
+            raise ToolError(f"{name} {path} {what}; set {name} to a directory (a volume mount point)")
+
+
+def _validate_path(flag: str, path: Path) -> None:
+    """Paths the run will write or read: UTF-8 (they go into the config), no part over NAME_MAX."""
+    text = str(path)
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolError(f"{flag}: {text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 (nvinfer's config is UTF-8); use a UTF-8 path") from None
+    if len(encoded) > MAX_PATH_BYTES:
+        raise ToolError(f"{flag}: the path has {len(encoded)} bytes; use a path of at most {MAX_PATH_BYTES}")
+    for part in path.parts:
+        if len(part.encode("utf-8")) > 255:
+            raise ToolError(f"{flag}: a path component has {len(part.encode('utf-8'))} bytes (at most 255); use a shorter name")
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Detect: SystemInfo
 # --------------------------------------------------------------------------------------------
 
 # Compute capabilities with a slow FP16 path: consumer Pascal (GP102/104/106/107, 6.1) runs FP16
@@ -624,7 +902,7 @@ class SystemInfo:
 
 
 # --------------------------------------------------------------------------------------------
-# 2. Find / export: YOLOExporter
+# 3. Find / export: YOLOExporter
 # --------------------------------------------------------------------------------------------
 
 # The DeepStream layout (DESIGN.md "The ONNX the exporter produces"): input `input` [B,3,H,W] float32,
@@ -2227,7 +2505,7 @@ class YOLOExporter:
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Build: EngineBuilder and the engine cache
+# 4. Build: EngineBuilder, the engine cache and the fleet store
 # --------------------------------------------------------------------------------------------
 
 SIDECAR_SCHEMA = 1
@@ -3168,24 +3446,8 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
 
 STORE_LEASE_ENV = "ENGINE_STORE_LEASE_S"
 DEFAULT_STORE_LEASE_S = 60.0
-STORE_MODES = ("readwrite", "pull")
 STORE_SHA_PREFIX = 16
 STORE_CHUNK = 8 << 20
-
-
-def parse_store_url(text: str) -> str:
-    """`s3://bucket[/prefix]` or `file:///absolute/path`; anything else is bad usage (exit 2)."""
-    value = str(text).strip().rstrip("/")
-    if value.startswith("s3://"):
-        bucket = value[5:].split("/", 1)[0]
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-            raise ToolError(f"--engine-store {text!r}: {bucket!r} is not an S3 bucket name; use s3://bucket/prefix")
-        return value
-    if value.startswith("file://"):
-        if not value[7:].startswith("/"):
-            raise ToolError(f"--engine-store {text!r}: use an absolute path, file:///shared/engines")
-        return value
-    raise ToolError(f"--engine-store {text!r}: use s3://bucket/prefix (AWS S3, MinIO, Ceph) or file:///path")
 
 
 class StoreError(Exception):
@@ -3720,7 +3982,7 @@ def engine_origin(options: Options, system: SystemInfo) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# 4. Configure: DeepStreamConfig
+# 5. Configure: DeepStreamConfig
 # --------------------------------------------------------------------------------------------
 
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
@@ -3886,8 +4148,9 @@ class DeepStreamConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# 5. Measure: --benchmark (the seed's performance table, on the user's GPU)
+# 6. Measure: --benchmark (the seed's performance table, on the user's GPU)
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class BatchResult:
@@ -4057,262 +4320,8 @@ def benchmark_table(results: list[BatchResult], sidecar: Sidecar) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# 6. CLI
+# 7. Main: the run modes and main()
 # --------------------------------------------------------------------------------------------
-
-@dataclass
-class Options:
-    pt: Path | None = None
-    onnx: Path | None = None
-    model: str = "yolo11x"
-    imgsz: int = 1280
-    min_batch: int = 1
-    opt_batch: int = 4
-    max_batch: int = 16
-    precision: str = "auto"
-    workspace_mb: int = 8192
-    engine_dir: Path = Path("/app/engines/tensorrt")
-    models_dir: Path = Path("/app/engines/models")
-    config_dir: Path = Path("/app/configs")
-    gpu_id: int = 0
-    num_sources: int = 1
-    nms_iou_threshold: float = 0.45
-    pre_cluster_threshold: float = 0.25
-    topk: int = 300
-    validate: str = "quick"  # "full": also onnxruntime at min/opt/max batch on the CPU
-    force: bool = False
-    check: bool = False
-    check_env: bool = False  # --check-env: parse and validate the options/environment, nothing else
-    info: bool = False
-    json: bool = False
-    dry_run: bool = False
-    verbosity: int = 1
-    benchmark: bool = False
-    batches: str | None = None
-    seconds: float = 5.0
-    compare_trtexec: bool = False
-    engine_store: str | None = None
-    engine_store_mode: str = "readwrite"
-    explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var: read only by the CLI layer
-    num_sources_given: bool = False  # NUM_SOURCES/--num-sources was given (else a config's batch-size is kept); set by parse_options
-    deep: bool = False
-    resolved_source: Path | None = None  # the --pt/--onnx file as located, set once by given_model_file
-
-
-MAX_BATCH_LIMIT = 64
-MAX_IMGSZ = 4096
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse prints usage plus an error; we want exactly one line and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ToolError(f"{message}; see --help")
-
-
-def _int_in(flag: str, low: int, high: int, multiple: int = 1) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(str(text).strip())
-        except ValueError:
-            raise ToolError(f"{flag}: {text!r} is not an integer (accepted: {low}..{high})") from None
-        if not low <= value <= high or value % multiple:
-            extra = f", a multiple of {multiple}" if multiple > 1 else ""
-            raise ToolError(f"{flag}: {value} is out of range (accepted: {low}..{high}{extra})")
-        return value
-
-    return parse
-
-
-def _float_in(flag: str, low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(str(text).strip())
-        except ValueError:
-            raise ToolError(f"{flag}: {text!r} is not a number (accepted: {low}..{high})") from None
-        if not low <= value <= high:
-            raise ToolError(f"{flag}: {value} is out of range (accepted: {low}..{high})")
-        return value
-
-    return parse
-
-
-def _choice(flag: str, choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = str(text).strip().lower()
-        if value not in choices:
-            raise ToolError(f"{flag}: {text!r} is not one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-# flag, env twin, Options field, parser, help
-_VALUE_FLAGS: tuple[tuple[str, str | None, str, Callable[[str], Any], str], ...] = (
-    ("--pt", "PT_PATH", "pt", Path, "weights to export (a bare name like yolo11x.pt is downloaded if absent)"),
-    ("--onnx", "ONNX_PATH", "onnx", Path, "use this ONNX instead of exporting"),
-    ("--model", "MODEL", "model", str, "model used when neither --pt nor --onnx is given (default yolo11x)"),
-    ("--imgsz", "IMGSZ", "imgsz", _int_in("--imgsz", 32, MAX_IMGSZ, 32), "square input size, multiple of 32 (default 1280)"),
-    ("--min-batch", "MIN_BATCH", "min_batch", _int_in("--min-batch", 1, MAX_BATCH_LIMIT), "profile minimum batch (default 1)"),
-    ("--opt-batch", "OPT_BATCH", "opt_batch", _int_in("--opt-batch", 1, MAX_BATCH_LIMIT), "profile optimum batch (default 4)"),
-    ("--max-batch", "MAX_BATCH", "max_batch", _int_in("--max-batch", 1, MAX_BATCH_LIMIT), f"profile maximum batch, at most {MAX_BATCH_LIMIT} (default 16)"),
-    ("--precision", "PRECISION", "precision", _choice("--precision", ("auto", "fp16", "fp32")), "auto = FP16 where the GPU is fast at it (default auto)"),
-    ("--workspace", "WORKSPACE_MB", "workspace_mb", _int_in("--workspace", 1, 1 << 20), "builder workspace in MB, capped to free GPU memory (default 8192)"),
-    ("--engine-dir", "ENGINE_DIR", "engine_dir", Path, "engines, sidecars, timing caches, lock (default /app/engines/tensorrt)"),
-    ("--models-dir", "MODELS_DIR", "models_dir", Path, "downloaded weights and exported ONNX (default /app/engines/models)"),
-    ("--config-dir", "CONFIG_DIR", "config_dir", Path, "generated nvinfer config and labels (default /app/configs)"),
-    ("--gpu-id", "GPU_ID", "gpu_id", _int_in("--gpu-id", 0, 63), "GPU to build for (default 0)"),
-    ("--num-sources", "NUM_SOURCES", "num_sources", _int_in("--num-sources", 1, MAX_BATCH_LIMIT), "DeepStream batch-size written to the config, <= max batch (default 1)"),
-    ("--nms-iou-threshold", "NMS_IOU_THRESHOLD", "nms_iou_threshold", _float_in("--nms-iou-threshold", 0.0, 1.0), "nvinfer NMS IoU threshold (default 0.45)"),
-    ("--pre-cluster-threshold", "PRE_CLUSTER_THRESHOLD", "pre_cluster_threshold", _float_in("--pre-cluster-threshold", 0.0, 1.0), "score threshold before NMS (default 0.25)"),
-    ("--topk", "TOPK", "topk", _int_in("--topk", 1, 100000), "boxes kept per frame after NMS (default 300)"),
-    ("--validate", "VALIDATE", "validate", _choice("--validate", ("quick", "full")), "ONNX check on the CPU: quick = batch 1 on a real image (the engine's reference); full = also min/opt/max batch, for machines without a GPU (default quick)"),
-    ("--engine-store", "ENGINE_STORE", "engine_store", parse_store_url, "share engines across a fleet: s3://bucket/prefix (AWS_* variables and ~/.aws files) or file:///path (default: off)"),
-    ("--engine-store-mode", "ENGINE_STORE_MODE", "engine_store_mode", _choice("--engine-store-mode", STORE_MODES), "readwrite, or pull for read-only credentials: never publish (default readwrite)"),
-)
-
-
-def _metavar(dest: str) -> str:
-    if dest in ("pt", "onnx"):
-        return "PATH"
-    if dest.endswith("_dir"):
-        return "DIR"
-    if dest in ("model", "precision", "validate"):
-        return dest.upper()
-    if dest.startswith("engine_store"):
-        return "MODE" if dest.endswith("mode") else "URL"
-    return "MB" if dest == "workspace_mb" else "N"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(
-        prog="auto_build_engine.py",
-        description="Detect the GPU, export YOLO11 to ONNX, build a TensorRT engine for this GPU and write the DeepStream nvinfer config. Without --force it builds only when no valid engine exists.",
-        epilog="Exit codes: 0 done; 1 build failed (with --check: a build is needed); 2 bad usage or input; 3 environment missing (no GPU/driver, no TensorRT); 130/143 interrupted. Every option also reads the environment variable named in brackets.",
-    )
-    for flag, env, dest, _, help_text in _VALUE_FLAGS:
-        parser.add_argument(flag, dest=dest, metavar=_metavar(dest), help=f"{help_text} [{env}]", default=None)
-    parser.add_argument("--force", action="store_true", help="rebuild even if a valid engine exists")
-    parser.add_argument("--check", action="store_true", help="exit 0 if a valid engine + config exist, 1 if a build is needed; writes nothing")
-    parser.add_argument("--check-env", action="store_true", help="only validate the options and environment variables with the rules of a run (silent when valid, one line and exit 2 when not); imports nothing heavy, touches no GPU")
-    parser.add_argument("--deep", action="store_true", help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole engine; the first --check of each engine does it anyway)")
-    parser.add_argument("--info", action="store_true", help="print the system report and exit")
-    parser.add_argument("--json", action="store_true", help="with --info: machine-readable JSON")
-    parser.add_argument("--dry-run", action="store_true", help="everything except the TensorRT build: find/export/validate the ONNX, print the plan")
-    parser.add_argument("--benchmark", action="store_true", help="time the current valid engine on this GPU (never builds)")
-    parser.add_argument("--batches", metavar="LIST", help="with --benchmark: batch sizes, e.g. 1,4,8,16 (default: those of 1,4,8,16 in the engine profile)")
-    parser.add_argument("--seconds", metavar="S", type=str, default=None, help="with --benchmark: timed seconds per batch size (default 5)")
-    parser.add_argument("--compare-trtexec", action="store_true", help="with --benchmark: also run trtexec --loadEngine for the same batch sizes")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
-    parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
-    return parser
-
-
-def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Options:
-    """CLI flags win over their environment twins, which win over the defaults."""
-    environ = dict(os.environ if environ is None else environ)
-    namespace = build_parser().parse_args(argv)
-    options = Options()
-    for flag, env, dest, convert, _ in _VALUE_FLAGS:
-        raw = getattr(namespace, dest)
-        source = flag
-        if raw is None and env and environ.get(env, "").strip():
-            raw, source = environ[env], f"{env} (for {flag})"
-        if raw is None:
-            continue
-        if not str(raw).strip():  # an empty env twin is unset (above); on the command line it is a mistake
-            raise ToolError(f"{flag}: empty value; give a value or leave {flag} out for the default")
-        try:
-            value = convert(raw)
-        except ToolError as error:
-            raise ToolError(str(error).replace(flag, source, 1)) from None
-        if convert is Path:  # paths end up in the nvinfer config: UTF-8, no line breaks, no control characters
-            _validate_path(source, value)
-            check_config_text(source, raw)
-        setattr(options, dest, value)
-        options.explicit.add(dest)
-    if environ.get(PARSER_LIB_ENV):  # goes into the nvinfer config too: refuse it before anything is built
-        check_config_text(PARSER_LIB_ENV, environ[PARSER_LIB_ENV])
-    for name in ("force", "check", "check_env", "info", "json", "dry_run", "benchmark", "batches", "compare_trtexec", "deep"):
-        setattr(options, name, getattr(namespace, name))
-    if namespace.seconds is not None:
-        options.seconds = _float_in("--seconds", 0.001, 3600.0)(namespace.seconds)
-    options.verbosity = max(0, 1 + namespace.verbose - namespace.quiet)
-    options.num_sources_given = "num_sources" in options.explicit
-    validate_options(options)
-    return options
-
-
-def validate_options(options: Options) -> None:
-    if options.pt and options.onnx:
-        raise ToolError("--pt and --onnx are exclusive (PT_PATH/ONNX_PATH too): give one model source")
-    if not options.min_batch <= options.opt_batch <= options.max_batch:
-        raise ToolError(f"batch profile must satisfy min <= opt <= max (got --min-batch {options.min_batch}, --opt-batch {options.opt_batch}, --max-batch {options.max_batch})")
-    if options.num_sources > options.max_batch:
-        raise ToolError(f"--num-sources {options.num_sources} exceeds --max-batch {options.max_batch}: raise MAX_BATCH or use fewer sources")
-    if options.json and not (options.info or options.benchmark):
-        raise ToolError("--json goes with --info or --benchmark")
-    if (options.batches is not None or options.compare_trtexec) and not options.benchmark:
-        raise ToolError("--batches and --compare-trtexec go with --benchmark")
-    exclusive = [name for name in ("check", "check_env", "info", "dry_run", "benchmark") if getattr(options, name)]
-    if len(exclusive) > 1:
-        raise ToolError(f"--{exclusive[0].replace('_', '-')} and --{exclusive[1].replace('_', '-')} are exclusive")
-    if options.deep and (options.info or options.dry_run or options.benchmark):
-        raise ToolError("--deep goes with --check or a plain run")
-    if options.force and (options.check or options.info):
-        raise ToolError("--force cannot be combined with --check or --info")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", options.model):
-        raise ToolError(f"--model {options.model!r}: use a plain model name like yolo11x (letters, digits, . _ -)")
-    for flag, path in (("--pt", options.pt), ("--onnx", options.onnx)):
-        if path is not None and not str(path).strip():
-            raise ToolError(f"{flag}: empty path")
-    if len(options.model) > MAX_MODEL_LABEL:
-        raise ToolError(f"--model: the name has {len(options.model)} characters; use at most {MAX_MODEL_LABEL}")
-    for flag, path in (("--pt", options.pt), ("--onnx", options.onnx), ("--engine-dir", options.engine_dir),
-                       ("--models-dir", options.models_dir), ("--config-dir", options.config_dir)):
-        if path is not None:
-            _validate_path(flag, Path(path))
-    try:
-        timeout = float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
-    except ValueError:
-        timeout = -1.0
-    if not 0 <= timeout < float("inf"):
-        raise ToolError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds (e.g. {DEFAULT_LOCK_TIMEOUT_S:.0f}), got {os.environ.get(LOCK_TIMEOUT_ENV)!r}")
-    if (options.pt or options.onnx) and len(model_label(options)) > MAX_MODEL_LABEL:
-        flag = "--onnx" if options.onnx else "--pt"
-        raise ToolError(f"{flag}: the file name gives a model name of {len(model_label(options))} characters, too long for the engine file name; rename it to at most {MAX_MODEL_LABEL} characters")
-
-
-MAX_MODEL_LABEL = 100  # the engine name adds ~70 characters; a file name may have 255 bytes
-MAX_PATH_BYTES = 3000  # PATH_MAX is 4096: leave room for the file names below a directory
-
-
-def validate_paths_before_work(options: Options) -> None:
-    """Before any check, log line or build: the given model file exists and the three directories
-    are (or can become) directories, so bad paths give one line and exit 2, never a half-done run."""
-    if options.pt or options.onnx:
-        locate_model_files(options)  # ToolError (exit 2) when an explicit file is missing
-    for name, path in (("ENGINE_DIR", options.engine_dir), ("CONFIG_DIR", options.config_dir), ("MODELS_DIR", options.models_dir)):
-        probe = Path(path).absolute()
-        while not os.path.lexists(probe) and probe != probe.parent:
-            probe = probe.parent
-        if not probe.is_dir():
-            what = "is not a directory" if probe == Path(path).absolute() else f"cannot be created: {probe} is not a directory"
-            raise ToolError(f"{name} {path} {what}; set {name} to a directory (a volume mount point)")
-
-
-def _validate_path(flag: str, path: Path) -> None:
-    """Paths the run will write or read: UTF-8 (they go into the config), no part over NAME_MAX."""
-    text = str(path)
-    try:
-        encoded = text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ToolError(f"{flag}: {text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 (nvinfer's config is UTF-8); use a UTF-8 path") from None
-    if len(encoded) > MAX_PATH_BYTES:
-        raise ToolError(f"{flag}: the path has {len(encoded)} bytes; use a path of at most {MAX_PATH_BYTES}")
-    for part in path.parts:
-        if len(part.encode("utf-8")) > 255:
-            raise ToolError(f"{flag}: a path component has {len(part.encode('utf-8'))} bytes (at most 255); use a shorter name")
 
 
 def run_info(options: Options) -> int:
