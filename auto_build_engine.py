@@ -8,12 +8,14 @@ Flow, top to bottom: options and the CLI table -> detect (SystemInfo) -> find/ex
 Heavy modules (tensorrt, torch, ultralytics, onnx, onnxruntime, pycuda, pynvml) are imported
 inside the functions that need them, so `-h`, `--check` and the warm start never pay for them.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 
 if __name__ == "__main__":  # until main() takes over: a signal during start-up exits 130/143 in one line
+
     def _early_interrupt(number: int, _frame: object) -> None:
         os.write(2, b"error: interrupted while starting; nothing was written\n")
         os._exit(128 + number)
@@ -221,7 +223,10 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, before_replace: Cal
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
-        raise ToolError(f"cannot write in {path.parent} ({error.strerror}); make it writable or choose another directory", EXIT_USAGE) from None
+        raise ToolError(
+            f"cannot write in {path.parent} ({error.strerror}); make it writable or choose another directory",
+            EXIT_USAGE,
+        ) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o666 & ~current_umask())
@@ -235,7 +240,9 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, before_replace: Cal
     except BaseException as error:
         _remove_quietly(Path(tmp_name))
         if isinstance(error, OSError):
-            raise ToolError(f"cannot write {path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED) from None
+            raise ToolError(
+                f"cannot write {path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED
+            ) from None
         raise
     fsync_directory(path.parent)
 
@@ -335,7 +342,9 @@ class Options:
     engine_store: str | None = None
     engine_store_mode: str = "readwrite"
     explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var: read only by the CLI layer
-    num_sources_given: bool = False  # NUM_SOURCES/--num-sources was given (else a config's batch-size is kept); set by parse_options
+    num_sources_given: bool = (
+        False  # NUM_SOURCES/--num-sources was given (else a config's batch-size is kept); set by parse_options
+    )
     deep: bool = False
     resolved_source: Path | None = None  # the --pt/--onnx file as located, set once by given_model_file
 
@@ -411,23 +420,107 @@ _VALUE_FLAGS: tuple[tuple[str, str | None, str, Callable[[str], Any], str], ...]
     ("--pt", "PT_PATH", "pt", Path, "weights to export (a bare name like yolo11x.pt is downloaded if absent)"),
     ("--onnx", "ONNX_PATH", "onnx", Path, "use this ONNX instead of exporting"),
     ("--model", "MODEL", "model", str, "model used when neither --pt nor --onnx is given (default yolo11x)"),
-    ("--imgsz", "IMGSZ", "imgsz", _int_in("--imgsz", 32, MAX_IMGSZ, 32), "square input size, multiple of 32 (default 1280)"),
-    ("--min-batch", "MIN_BATCH", "min_batch", _int_in("--min-batch", 1, MAX_BATCH_LIMIT), "profile minimum batch (default 1)"),
-    ("--opt-batch", "OPT_BATCH", "opt_batch", _int_in("--opt-batch", 1, MAX_BATCH_LIMIT), "profile optimum batch (default 4)"),
-    ("--max-batch", "MAX_BATCH", "max_batch", _int_in("--max-batch", 1, MAX_BATCH_LIMIT), f"profile maximum batch, at most {MAX_BATCH_LIMIT} (default 16)"),
-    ("--precision", "PRECISION", "precision", _choice("--precision", ("auto", "fp16", "fp32")), "auto = FP16 where the GPU is fast at it (default auto)"),
-    ("--workspace", "WORKSPACE_MB", "workspace_mb", _int_in("--workspace", 1, 1 << 20), "builder workspace in MB, capped to free GPU memory (default 8192)"),
-    ("--engine-dir", "ENGINE_DIR", "engine_dir", Path, "engines, sidecars, timing caches, lock (default /app/engines/tensorrt)"),
-    ("--models-dir", "MODELS_DIR", "models_dir", Path, "downloaded weights and exported ONNX (default /app/engines/models)"),
+    (
+        "--imgsz",
+        "IMGSZ",
+        "imgsz",
+        _int_in("--imgsz", 32, MAX_IMGSZ, 32),
+        "square input size, multiple of 32 (default 1280)",
+    ),
+    (
+        "--min-batch",
+        "MIN_BATCH",
+        "min_batch",
+        _int_in("--min-batch", 1, MAX_BATCH_LIMIT),
+        "profile minimum batch (default 1)",
+    ),
+    (
+        "--opt-batch",
+        "OPT_BATCH",
+        "opt_batch",
+        _int_in("--opt-batch", 1, MAX_BATCH_LIMIT),
+        "profile optimum batch (default 4)",
+    ),
+    (
+        "--max-batch",
+        "MAX_BATCH",
+        "max_batch",
+        _int_in("--max-batch", 1, MAX_BATCH_LIMIT),
+        f"profile maximum batch, at most {MAX_BATCH_LIMIT} (default 16)",
+    ),
+    (
+        "--precision",
+        "PRECISION",
+        "precision",
+        _choice("--precision", ("auto", "fp16", "fp32")),
+        "auto = FP16 where the GPU is fast at it (default auto)",
+    ),
+    (
+        "--workspace",
+        "WORKSPACE_MB",
+        "workspace_mb",
+        _int_in("--workspace", 1, 1 << 20),
+        "builder workspace in MB, capped to free GPU memory (default 8192)",
+    ),
+    (
+        "--engine-dir",
+        "ENGINE_DIR",
+        "engine_dir",
+        Path,
+        "engines, sidecars, timing caches, lock (default /app/engines/tensorrt)",
+    ),
+    (
+        "--models-dir",
+        "MODELS_DIR",
+        "models_dir",
+        Path,
+        "downloaded weights and exported ONNX (default /app/engines/models)",
+    ),
     ("--config-dir", "CONFIG_DIR", "config_dir", Path, "generated nvinfer config and labels (default /app/configs)"),
     ("--gpu-id", "GPU_ID", "gpu_id", _int_in("--gpu-id", 0, 63), "GPU to build for (default 0)"),
-    ("--num-sources", "NUM_SOURCES", "num_sources", _int_in("--num-sources", 1, MAX_BATCH_LIMIT), "DeepStream batch-size written to the config, <= max batch (default 1)"),
-    ("--nms-iou-threshold", "NMS_IOU_THRESHOLD", "nms_iou_threshold", _float_in("--nms-iou-threshold", 0.0, 1.0), "nvinfer NMS IoU threshold (default 0.45)"),
-    ("--pre-cluster-threshold", "PRE_CLUSTER_THRESHOLD", "pre_cluster_threshold", _float_in("--pre-cluster-threshold", 0.0, 1.0), "score threshold before NMS (default 0.25)"),
+    (
+        "--num-sources",
+        "NUM_SOURCES",
+        "num_sources",
+        _int_in("--num-sources", 1, MAX_BATCH_LIMIT),
+        "DeepStream batch-size written to the config, <= max batch (default 1)",
+    ),
+    (
+        "--nms-iou-threshold",
+        "NMS_IOU_THRESHOLD",
+        "nms_iou_threshold",
+        _float_in("--nms-iou-threshold", 0.0, 1.0),
+        "nvinfer NMS IoU threshold (default 0.45)",
+    ),
+    (
+        "--pre-cluster-threshold",
+        "PRE_CLUSTER_THRESHOLD",
+        "pre_cluster_threshold",
+        _float_in("--pre-cluster-threshold", 0.0, 1.0),
+        "score threshold before NMS (default 0.25)",
+    ),
     ("--topk", "TOPK", "topk", _int_in("--topk", 1, 100000), "boxes kept per frame after NMS (default 300)"),
-    ("--validate", "VALIDATE", "validate", _choice("--validate", ("quick", "full")), "ONNX check on the CPU: quick = batch 1 on a real image (the engine's reference); full = also min/opt/max batch, for machines without a GPU (default quick)"),
-    ("--engine-store", "ENGINE_STORE", "engine_store", parse_store_url, "share engines across a fleet: s3://bucket/prefix (AWS_* variables and ~/.aws files) or file:///path (default: off)"),
-    ("--engine-store-mode", "ENGINE_STORE_MODE", "engine_store_mode", _choice("--engine-store-mode", STORE_MODES), "readwrite, or pull for read-only credentials: never publish (default readwrite)"),
+    (
+        "--validate",
+        "VALIDATE",
+        "validate",
+        _choice("--validate", ("quick", "full")),
+        "ONNX check on the CPU: quick = batch 1 on a real image (the engine's reference); full = also min/opt/max batch, for machines without a GPU (default quick)",
+    ),
+    (
+        "--engine-store",
+        "ENGINE_STORE",
+        "engine_store",
+        parse_store_url,
+        "share engines across a fleet: s3://bucket/prefix (AWS_* variables and ~/.aws files) or file:///path (default: off)",
+    ),
+    (
+        "--engine-store-mode",
+        "ENGINE_STORE_MODE",
+        "engine_store_mode",
+        _choice("--engine-store-mode", STORE_MODES),
+        "readwrite, or pull for read-only credentials: never publish (default readwrite)",
+    ),
 )
 
 
@@ -452,16 +545,48 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, env, dest, _, help_text in _VALUE_FLAGS:
         parser.add_argument(flag, dest=dest, metavar=_metavar(dest), help=f"{help_text} [{env}]", default=None)
     parser.add_argument("--force", action="store_true", help="rebuild even if a valid engine exists")
-    parser.add_argument("--check", action="store_true", help="exit 0 if a valid engine + config exist, 1 if a build is needed; writes nothing")
-    parser.add_argument("--check-env", action="store_true", help="only validate the options and environment variables with the rules of a run (silent when valid, one line and exit 2 when not); imports nothing heavy, touches no GPU")
-    parser.add_argument("--deep", action="store_true", help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole engine; the first --check of each engine does it anyway)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if a valid engine + config exist, 1 if a build is needed; writes nothing",
+    )
+    parser.add_argument(
+        "--check-env",
+        action="store_true",
+        help="only validate the options and environment variables with the rules of a run (silent when valid, one line and exit 2 when not); imports nothing heavy, touches no GPU",
+    )
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole engine; the first --check of each engine does it anyway)",
+    )
     parser.add_argument("--info", action="store_true", help="print the system report and exit")
     parser.add_argument("--json", action="store_true", help="with --info: machine-readable JSON")
-    parser.add_argument("--dry-run", action="store_true", help="everything except the TensorRT build: find/export/validate the ONNX, print the plan")
-    parser.add_argument("--benchmark", action="store_true", help="time the current valid engine on this GPU (never builds)")
-    parser.add_argument("--batches", metavar="LIST", help="with --benchmark: batch sizes, e.g. 1,4,8,16 (default: those of 1,4,8,16 in the engine profile)")
-    parser.add_argument("--seconds", metavar="S", type=str, default=None, help="with --benchmark: timed seconds per batch size (default 5)")
-    parser.add_argument("--compare-trtexec", action="store_true", help="with --benchmark: also run trtexec --loadEngine for the same batch sizes")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="everything except the TensorRT build: find/export/validate the ONNX, print the plan",
+    )
+    parser.add_argument(
+        "--benchmark", action="store_true", help="time the current valid engine on this GPU (never builds)"
+    )
+    parser.add_argument(
+        "--batches",
+        metavar="LIST",
+        help="with --benchmark: batch sizes, e.g. 1,4,8,16 (default: those of 1,4,8,16 in the engine profile)",
+    )
+    parser.add_argument(
+        "--seconds",
+        metavar="S",
+        type=str,
+        default=None,
+        help="with --benchmark: timed seconds per batch size (default 5)",
+    )
+    parser.add_argument(
+        "--compare-trtexec",
+        action="store_true",
+        help="with --benchmark: also run trtexec --loadEngine for the same batch sizes",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
     return parser
@@ -492,7 +617,18 @@ def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | N
         options.explicit.add(dest)
     if environ.get(PARSER_LIB_ENV):  # goes into the nvinfer config too: refuse it before anything is built
         check_config_text(PARSER_LIB_ENV, environ[PARSER_LIB_ENV])
-    for name in ("force", "check", "check_env", "info", "json", "dry_run", "benchmark", "batches", "compare_trtexec", "deep"):
+    for name in (
+        "force",
+        "check",
+        "check_env",
+        "info",
+        "json",
+        "dry_run",
+        "benchmark",
+        "batches",
+        "compare_trtexec",
+        "deep",
+    ):
         setattr(options, name, getattr(namespace, name))
     if namespace.seconds is not None:
         options.seconds = _float_in("--seconds", 0.001, 3600.0)(namespace.seconds)
@@ -506,9 +642,13 @@ def validate_options(options: Options) -> None:
     if options.pt and options.onnx:
         raise ToolError("--pt and --onnx are exclusive (PT_PATH/ONNX_PATH too): give one model source")
     if not options.min_batch <= options.opt_batch <= options.max_batch:
-        raise ToolError(f"batch profile must satisfy min <= opt <= max (got --min-batch {options.min_batch}, --opt-batch {options.opt_batch}, --max-batch {options.max_batch})")
+        raise ToolError(
+            f"batch profile must satisfy min <= opt <= max (got --min-batch {options.min_batch}, --opt-batch {options.opt_batch}, --max-batch {options.max_batch})"
+        )
     if options.num_sources > options.max_batch:
-        raise ToolError(f"--num-sources {options.num_sources} exceeds --max-batch {options.max_batch}: raise MAX_BATCH or use fewer sources")
+        raise ToolError(
+            f"--num-sources {options.num_sources} exceeds --max-batch {options.max_batch}: raise MAX_BATCH or use fewer sources"
+        )
     if options.json and not (options.info or options.benchmark):
         raise ToolError("--json goes with --info or --benchmark")
     if (options.batches is not None or options.compare_trtexec) and not options.benchmark:
@@ -527,8 +667,13 @@ def validate_options(options: Options) -> None:
             raise ToolError(f"{flag}: empty path")
     if len(options.model) > MAX_MODEL_LABEL:
         raise ToolError(f"--model: the name has {len(options.model)} characters; use at most {MAX_MODEL_LABEL}")
-    for flag, path in (("--pt", options.pt), ("--onnx", options.onnx), ("--engine-dir", options.engine_dir),
-                       ("--models-dir", options.models_dir), ("--config-dir", options.config_dir)):
+    for flag, path in (
+        ("--pt", options.pt),
+        ("--onnx", options.onnx),
+        ("--engine-dir", options.engine_dir),
+        ("--models-dir", options.models_dir),
+        ("--config-dir", options.config_dir),
+    ):
         if path is not None:
             _validate_path(flag, Path(path))
     try:
@@ -536,10 +681,14 @@ def validate_options(options: Options) -> None:
     except ValueError:
         timeout = -1.0
     if not 0 <= timeout < float("inf"):
-        raise ToolError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds (e.g. {DEFAULT_LOCK_TIMEOUT_S:.0f}), got {os.environ.get(LOCK_TIMEOUT_ENV)!r}")
+        raise ToolError(
+            f"{LOCK_TIMEOUT_ENV} must be a number of seconds (e.g. {DEFAULT_LOCK_TIMEOUT_S:.0f}), got {os.environ.get(LOCK_TIMEOUT_ENV)!r}"
+        )
     if (options.pt or options.onnx) and len(model_label(options)) > MAX_MODEL_LABEL:
         flag = "--onnx" if options.onnx else "--pt"
-        raise ToolError(f"{flag}: the file name gives a model name of {len(model_label(options))} characters, too long for the engine file name; rename it to at most {MAX_MODEL_LABEL} characters")
+        raise ToolError(
+            f"{flag}: the file name gives a model name of {len(model_label(options))} characters, too long for the engine file name; rename it to at most {MAX_MODEL_LABEL} characters"
+        )
 
 
 MAX_MODEL_LABEL = 100  # the engine name adds ~70 characters; a file name may have 255 bytes
@@ -551,12 +700,20 @@ def validate_paths_before_work(options: Options) -> None:
     are (or can become) directories, so bad paths give one line and exit 2, never a half-done run."""
     if options.pt or options.onnx:
         locate_model_files(options)  # ToolError (exit 2) when an explicit file is missing
-    for name, path in (("ENGINE_DIR", options.engine_dir), ("CONFIG_DIR", options.config_dir), ("MODELS_DIR", options.models_dir)):
+    for name, path in (
+        ("ENGINE_DIR", options.engine_dir),
+        ("CONFIG_DIR", options.config_dir),
+        ("MODELS_DIR", options.models_dir),
+    ):
         probe = Path(path).absolute()
         while not os.path.lexists(probe) and probe != probe.parent:
             probe = probe.parent
         if not probe.is_dir():
-            what = "is not a directory" if probe == Path(path).absolute() else f"cannot be created: {probe} is not a directory"
+            what = (
+                "is not a directory"
+                if probe == Path(path).absolute()
+                else f"cannot be created: {probe} is not a directory"
+            )
             raise ToolError(f"{name} {path} {what}; set {name} to a directory (a volume mount point)")
 
 
@@ -566,12 +723,16 @@ def _validate_path(flag: str, path: Path) -> None:
     try:
         encoded = text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ToolError(f"{flag}: {text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 (nvinfer's config is UTF-8); use a UTF-8 path") from None
+        raise ToolError(
+            f"{flag}: {text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 (nvinfer's config is UTF-8); use a UTF-8 path"
+        ) from None
     if len(encoded) > MAX_PATH_BYTES:
         raise ToolError(f"{flag}: the path has {len(encoded)} bytes; use a path of at most {MAX_PATH_BYTES}")
     for part in path.parts:
         if len(part.encode("utf-8")) > 255:
-            raise ToolError(f"{flag}: a path component has {len(part.encode('utf-8'))} bytes (at most 255); use a shorter name")
+            raise ToolError(
+                f"{flag}: a path component has {len(part.encode('utf-8'))} bytes (at most 255); use a shorter name"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -671,14 +832,16 @@ def probe_gpus_nvml() -> tuple[list[GpuInfo], str, str]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append(GpuInfo(
-                index=index,
-                name=_text(pynvml.nvmlDeviceGetName(handle)),
-                uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                memory_total_mib=int(memory.total) // (1 << 20),
-                memory_free_mib=int(memory.free) // (1 << 20),
-                compute_capability=f"{major}.{minor}",
-            ))
+            gpus.append(
+                GpuInfo(
+                    index=index,
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                    memory_total_mib=int(memory.total) // (1 << 20),
+                    memory_free_mib=int(memory.free) // (1 << 20),
+                    compute_capability=f"{major}.{minor}",
+                )
+            )
         return gpus, driver, cuda
     except Exception as error:
         raise RuntimeError(f"NVML query failed: {error}") from None
@@ -705,7 +868,9 @@ def probe_gpus_smi() -> tuple[list[GpuInfo], str, str]:
         if len(parts) != 7:
             continue
         try:
-            gpus.append(GpuInfo(int(parts[0]), parts[1], parts[2], int(float(parts[3])), int(float(parts[4])), parts[5]))
+            gpus.append(
+                GpuInfo(int(parts[0]), parts[1], parts[2], int(float(parts[3])), int(float(parts[4])), parts[5])
+            )
         except ValueError:
             continue
         driver = parts[6]
@@ -746,8 +911,18 @@ def probe_deepstream() -> str:
     return match.group(1)
 
 
-_TRT_DIST_NAMES = {"tensorrt", "tensorrt_cu13", "tensorrt_cu12", "tensorrt_cu11", "tensorrt_cu13_bindings",
-                   "tensorrt_cu12_bindings", "tensorrt_bindings", "tensorrt_libs", "tensorrt_cu12_libs", "tensorrt_cu13_libs"}
+_TRT_DIST_NAMES = {
+    "tensorrt",
+    "tensorrt_cu13",
+    "tensorrt_cu12",
+    "tensorrt_cu11",
+    "tensorrt_cu13_bindings",
+    "tensorrt_cu12_bindings",
+    "tensorrt_bindings",
+    "tensorrt_libs",
+    "tensorrt_cu12_libs",
+    "tensorrt_cu13_libs",
+}
 _LIBNVINFER_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/tensorrt/lib", "/usr/lib64")
 
 
@@ -859,11 +1034,16 @@ class SystemInfo:
     def gpu(self, gpu_id: int) -> GpuInfo:
         """The GPU to build for, or a ToolError that says what to do."""
         if not self.gpus:
-            raise ToolError(f"no NVIDIA GPU visible ({self.missing.get('gpu', 'unknown reason')}); run the container with --gpus all", EXIT_ENVIRONMENT)
+            raise ToolError(
+                f"no NVIDIA GPU visible ({self.missing.get('gpu', 'unknown reason')}); run the container with --gpus all",
+                EXIT_ENVIRONMENT,
+            )
         for gpu in self.gpus:
             if gpu.index == gpu_id:
                 return gpu
-        raise ToolError(f"--gpu-id {gpu_id} is out of range: this machine has GPU indices 0..{len(self.gpus) - 1}", EXIT_USAGE)
+        raise ToolError(
+            f"--gpu-id {gpu_id} is out of range: this machine has GPU indices 0..{len(self.gpus) - 1}", EXIT_USAGE
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -884,11 +1064,21 @@ class SystemInfo:
             return value if value else f"missing ({self.missing.get(probe, 'not found')})"
 
         rows = [
-            ("GPUs", str(len(self.gpus)) + (f" (via {self.gpu_source})" if self.gpu_source else "") if self.gpus else f"no GPU ({self.missing.get('gpu', 'not found')})"),
+            (
+                "GPUs",
+                str(len(self.gpus)) + (f" (via {self.gpu_source})" if self.gpu_source else "")
+                if self.gpus
+                else f"no GPU ({self.missing.get('gpu', 'not found')})",
+            ),
         ]
         for gpu in self.gpus:
             fp16 = "fast FP16" if gpu.fast_fp16 else "slow FP16 (FP32 engines)"
-            rows.append((f"  GPU {gpu.index}", f"{gpu.name}, sm {gpu.compute_capability}, {gpu.memory_total_mib} MiB ({gpu.memory_free_mib} free), {fp16}, {gpu.uuid}"))
+            rows.append(
+                (
+                    f"  GPU {gpu.index}",
+                    f"{gpu.name}, sm {gpu.compute_capability}, {gpu.memory_total_mib} MiB ({gpu.memory_free_mib} free), {fp16}, {gpu.uuid}",
+                )
+            )
         rows += [
             ("Driver", show(self.driver_version, "gpu")),
             ("CUDA (driver)", show(self.cuda_driver_version, "gpu")),
@@ -1030,13 +1220,18 @@ def locate_model_files(options: Options) -> tuple[Path | None, Path | None]:
         if _is_model_yaml(pt):
             if _is_bare_name(pt):
                 return None, pt  # ultralytics' own cfg (checked when loading)
-            raise ToolError(f"--pt {pt}: model yaml not found; give an existing file or a name like yolo11n.yaml", EXIT_USAGE)
+            raise ToolError(
+                f"--pt {pt}: model yaml not found; give an existing file or a name like yolo11n.yaml", EXIT_USAGE
+            )
         if _is_bare_name(pt):
             for directory in dirs:
                 if (directory / pt).is_file():
                     return None, directory / pt
             return None, Path(options.models_dir) / pt  # to download
-        raise ToolError(f"--pt {pt}: file not found; give an existing .pt file or a bare name like yolo11x.pt to download", EXIT_USAGE)
+        raise ToolError(
+            f"--pt {pt}: file not found; give an existing .pt file or a bare name like yolo11x.pt to download",
+            EXIT_USAGE,
+        )
     for suffix in (".onnx", ".pt"):
         for directory in dirs:
             candidate = directory / f"{options.model}{suffix}"
@@ -1049,7 +1244,10 @@ def _ensure_writable_dir(directory: Path, what: str) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ToolError(f"cannot create {what} {directory} ({error.strerror}); make it writable or set another directory", EXIT_USAGE) from None
+        raise ToolError(
+            f"cannot create {what} {directory} ({error.strerror}); make it writable or set another directory",
+            EXIT_USAGE,
+        ) from None
     if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
         raise ToolError(f"{what} {directory} is not writable; make it writable or set another directory", EXIT_USAGE)
 
@@ -1077,7 +1275,10 @@ def _import_onnx_stack() -> tuple[Any, Any]:
     except ImportError as error:
         if _SIGNALS_RECEIVED:  # a C extension turned the KeyboardInterrupt into an ImportError
             raise KeyboardInterrupt from None
-        raise ToolError(f"{error.name or 'onnx'} is not installed ({error}); pip install onnx onnxruntime onnxslim", EXIT_ENVIRONMENT) from None
+        raise ToolError(
+            f"{error.name or 'onnx'} is not installed ({error}); pip install onnx onnxruntime onnxslim",
+            EXIT_ENVIRONMENT,
+        ) from None
     return onnx, onnxruntime
 
 
@@ -1091,7 +1292,10 @@ def _import_torch_stack() -> Any:
     except ImportError as error:
         if _SIGNALS_RECEIVED:
             raise KeyboardInterrupt from None
-        raise ToolError(f"exporting a .pt needs torch and ultralytics ({error}); pip install torch ultralytics, or pass --onnx", EXIT_ENVIRONMENT) from None
+        raise ToolError(
+            f"exporting a .pt needs torch and ultralytics ({error}); pip install torch ultralytics, or pass --onnx",
+            EXIT_ENVIRONMENT,
+        ) from None
     return torch
 
 
@@ -1116,6 +1320,7 @@ _GUARD_PREFIX = ""
 def _guard(cls: type) -> type:
     """A stand-in whose construction (NEWOBJ or REDUCE) gives an empty `cls` instance, args ignored."""
     if cls not in _GUARDS:
+
         def __new__(_guard_cls: type, *_args: Any, **_kwargs: Any) -> Any:
             return object.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls)  # type: ignore[call-overload]
 
@@ -1200,11 +1405,17 @@ def load_checkpoint_dict(path: Path) -> Any:
 
     serialization = torch.serialization
     if not hasattr(serialization, "get_unsafe_globals_in_checkpoint") or not hasattr(serialization, "safe_globals"):
-        raise ToolError(f"loading .pt weights safely needs torch >= 2.6 (this is {torch.__version__}); upgrade torch or pass --onnx", EXIT_ENVIRONMENT)
+        raise ToolError(
+            f"loading .pt weights safely needs torch >= 2.6 (this is {torch.__version__}); upgrade torch or pass --onnx",
+            EXIT_ENVIRONMENT,
+        )
     try:
         needed = serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as error:
-        raise ToolError(f"{path} is not a torch zip checkpoint ({type(error).__name__}); re-save it with ultralytics or pass --onnx", EXIT_USAGE) from None
+        raise ToolError(
+            f"{path} is not a torch zip checkpoint ({type(error).__name__}); re-save it with ultralytics or pass --onnx",
+            EXIT_USAGE,
+        ) from None
     entries: list[Any] = []
     refused = []
     for name in needed:
@@ -1221,7 +1432,10 @@ def load_checkpoint_dict(path: Path) -> Any:
     if refused:
         printable = sorted("".join(ch if ch.isprintable() else "?" for ch in name) for name in refused)
         shown = ", ".join(printable[:4]) + (f" and {len(refused) - 4} more" if len(refused) > 4 else "")
-        raise ToolError(f"{path} was not loaded: it names {shown}, outside the YOLO checkpoint allow-list (unpickling it could run code); re-save it with ultralytics or pass an ONNX with --onnx", EXIT_USAGE)
+        raise ToolError(
+            f"{path} was not loaded: it names {shown}, outside the YOLO checkpoint allow-list (unpickling it could run code); re-save it with ultralytics or pass an ONNX with --onnx",
+            EXIT_USAGE,
+        )
     if "numpy.dtype" in needed:  # BUILD of a dtype needs its concrete class
         entries += [type(np.dtype(kind)) for kind in ("f2", "f4", "f8", "i4", "i8", "u1", "?")]
     try:
@@ -1234,7 +1448,10 @@ def load_checkpoint_dict(path: Path) -> Any:
         tail = text.split(marker, 1)[1] if marker in text else text
         reason = next((line.strip() for line in tail.splitlines() if line.strip()), "refused")
         reason = "".join(ch if ch.isprintable() else "?" for ch in reason)[:200]
-        raise ToolError(f"{path} was not loaded: {reason} (weights_only load); re-save it with ultralytics or pass an ONNX with --onnx", EXIT_USAGE) from None
+        raise ToolError(
+            f"{path} was not loaded: {reason} (weights_only load); re-save it with ultralytics or pass an ONNX with --onnx",
+            EXIT_USAGE,
+        ) from None
 
 
 def load_checkpoint_safely(path: Path) -> Any:
@@ -1248,7 +1465,9 @@ def load_checkpoint_safely(path: Path) -> Any:
     if isinstance(ckpt, dict):
         candidate = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
     if not isinstance(candidate, torch.nn.Module):
-        raise ToolError(f"{path} holds no ultralytics model (no 'model' or 'ema' module); give a YOLO .pt checkpoint", EXIT_USAGE)
+        raise ToolError(
+            f"{path} holds no ultralytics model (no 'model' or 'ema' module); give a YOLO .pt checkpoint", EXIT_USAGE
+        )
     model = candidate.float()
     train_args = ckpt.get("train_args")
     model.args = {**DEFAULT_CFG_DICT, **(train_args if isinstance(train_args, dict) else {})}
@@ -1271,15 +1490,22 @@ def download_record_path(weights: Path) -> Path:
 
 def record_download(weights: Path, sha256: str) -> None:
     """Note that this tool downloaded `weights` (name, size, sha256) so a later search may load it."""
-    record = {"file": weights.name, "size": weights.stat().st_size, "sha256": sha256,
-              "downloaded_by": f"auto_build_engine.py {TOOL_VERSION}", "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {
+        "file": weights.name,
+        "size": weights.stat().st_size,
+        "sha256": sha256,
+        "downloaded_by": f"auto_build_engine.py {TOOL_VERSION}",
+        "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     atomic_write_text(download_record_path(weights), json.dumps(record, indent=2) + "\n")
 
 
 def is_recorded_download(weights: Path, sha256: str) -> bool:
     try:
         record = json.loads(download_record_path(weights).read_text())
-        return bool(record["file"] == weights.name and record["sha256"] == sha256 and record["size"] == weights.stat().st_size)
+        return bool(
+            record["file"] == weights.name and record["sha256"] == sha256 and record["size"] == weights.stat().st_size
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -1296,7 +1522,9 @@ def _set_metadata(model_proto: Any, values: dict[str, str]) -> None:
         prop.key, prop.value = key, str(value)
 
 
-def layout_metadata(model: str, imgsz: int, names: Sequence[str], source_name: str, source_sha256: str) -> dict[str, str]:
+def layout_metadata(
+    model: str, imgsz: int, names: Sequence[str], source_name: str, source_sha256: str
+) -> dict[str, str]:
     """The metadata every DeepStream-layout ONNX this tool writes carries (exported or adapted)."""
     return {
         META_LAYOUT: ONNX_LAYOUT,
@@ -1358,7 +1586,9 @@ def _load_onnx(path: Path, load_external_data: bool = True) -> Any:
     try:
         return onnx.load(str(path), load_external_data=load_external_data)
     except Exception as error:  # DecodeError, OSError, ...: all mean "this is not a usable ONNX"
-        raise ToolError(f"{path} is not a readable ONNX model ({type(error).__name__}); give a valid .onnx or pass --pt", EXIT_USAGE) from None
+        raise ToolError(
+            f"{path} is not a readable ONNX model ({type(error).__name__}); give a valid .onnx or pass --pt", EXIT_USAGE
+        ) from None
 
 
 def _seen(model_proto: Any) -> str:
@@ -1397,20 +1627,38 @@ def _graph_layout(model_proto: Any, path: Path) -> str:
     inputs = _image_inputs(graph)
     seen = _seen(model_proto)
     if len(inputs) != 1:
-        raise ToolError(f"{path}: expected one image input, found {len(inputs)} ({[i.name for i in inputs]}); this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: expected one image input, found {len(inputs)} ({[i.name for i in inputs]}); this is not a YOLO detector ONNX ({seen})",
+            EXIT_USAGE,
+        )
     meta = _read_metadata(model_proto)
     task = meta.get("task")
     if task and task != "detect":
-        raise ToolError(f"{path}: ultralytics task is {task!r}, not a detection model; export a YOLO detection model ({seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: ultralytics task is {task!r}, not a detection model; export a YOLO detection model ({seen})",
+            EXIT_USAGE,
+        )
     if len(graph.output) != 1:
-        raise ToolError(f"{path}: expected one output, found {len(graph.output)} (segment/pose models are not detectors); export a YOLO detection model ({seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: expected one output, found {len(graph.output)} (segment/pose models are not detectors); export a YOLO detection model ({seen})",
+            EXIT_USAGE,
+        )
     in_dims, out_dims = _dims(inputs[0]), _dims(graph.output[0])
     if len(in_dims) != 4 or in_dims[1] != 3:
-        raise ToolError(f"{path}: input {inputs[0].name} has shape {in_dims}, expected [B,3,H,W]; this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: input {inputs[0].name} has shape {in_dims}, expected [B,3,H,W]; this is not a YOLO detector ONNX ({seen})",
+            EXIT_USAGE,
+        )
     if not _is_dynamic(in_dims[0]):
-        raise ToolError(f"{path}: the batch axis is static ({in_dims[0]}); re-export with a dynamic batch axis or pass --pt (ultralytics: export dynamic=True; {seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: the batch axis is static ({in_dims[0]}); re-export with a dynamic batch axis or pass --pt (ultralytics: export dynamic=True; {seen})",
+            EXIT_USAGE,
+        )
     if len(out_dims) != 3:
-        raise ToolError(f"{path}: output {graph.output[0].name} has rank {len(out_dims)}, expected [B,N,6] or [B,4+nc,N]; this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: output {graph.output[0].name} has rank {len(out_dims)}, expected [B,N,6] or [B,4+nc,N]; this is not a YOLO detector ONNX ({seen})",
+            EXIT_USAGE,
+        )
     middle, last = out_dims[1], out_dims[2]
     if _is_rtdetr_graph(model_proto):
         if last == 6:
@@ -1418,13 +1666,20 @@ def _graph_layout(model_proto: Any, path: Path) -> str:
         if isinstance(last, int) and last > 4:
             return "rtdetr_scores"
         raise ToolError(f"{path}: an RT-DETR output must be [B,N,6] or [B,N,4+nc] ({seen})", EXIT_USAGE)
-    if meta.get(META_LAYOUT) == ONNX_LAYOUT or (last == 6 and (_is_dynamic(middle) or (isinstance(middle, int) and middle > 6))):
+    if meta.get(META_LAYOUT) == ONNX_LAYOUT or (
+        last == 6 and (_is_dynamic(middle) or (isinstance(middle, int) and middle > 6))
+    ):
         if last != 6:
-            raise ToolError(f"{path}: output last dim is {last}, expected 6 (x1,y1,x2,y2,score,class) ({seen})", EXIT_USAGE)
+            raise ToolError(
+                f"{path}: output last dim is {last}, expected 6 (x1,y1,x2,y2,score,class) ({seen})", EXIT_USAGE
+            )
         return "deepstream"
     if isinstance(middle, int) and middle >= 5 and middle != last:
         return "ultralytics"
-    raise ToolError(f"{path}: output shape {out_dims} is neither [B,N,6] nor [B,4+nc,N]; this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
+    raise ToolError(
+        f"{path}: output shape {out_dims} is neither [B,N,6] nor [B,4+nc,N]; this is not a YOLO detector ONNX ({seen})",
+        EXIT_USAGE,
+    )
 
 
 def _settle_output_shape(model_proto: Any, imgsz: int) -> None:
@@ -1476,7 +1731,9 @@ def _check_model_stride(source: Path, imgsz: int, stride: Any) -> None:
         return
     below = imgsz // stride * stride
     sizes = " or ".join(f"--imgsz {size}" for size in (below, below + stride) if stride <= size <= MAX_IMGSZ)
-    raise ToolError(f"{source}: --imgsz {imgsz} is not a multiple of this model's largest stride {stride}; use {sizes}", EXIT_USAGE)
+    raise ToolError(
+        f"{source}: --imgsz {imgsz} is not a multiple of this model's largest stride {stride}; use {sizes}", EXIT_USAGE
+    )
 
 
 def _output_shape_at(model_proto: Any, input_name: str, imgsz: int) -> list[int]:
@@ -1519,16 +1776,25 @@ def check_batch_slots(path: Path, imgsz: int, batch: int = 2) -> None:
     try:
         (output,) = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: np.repeat(image, batch, axis=0)})
     except Exception as error:
-        raise ToolError(f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}); export it again with a dynamic batch axis", EXIT_USAGE) from None
+        raise ToolError(
+            f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}); export it again with a dynamic batch axis",
+            EXIT_USAGE,
+        ) from None
     if output.shape[0] != batch:
-        raise ToolError(f"{path}: at batch {batch} the output has {output.shape[0]} image slots; export it again with a dynamic batch axis", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: at batch {batch} the output has {output.shape[0]} image slots; export it again with a dynamic batch axis",
+            EXIT_USAGE,
+        )
     first = np.sort(output[0], axis=0)
     tolerance = 1e-3 * np.maximum(1.0, np.abs(first).max(axis=0))  # per column: pixels, score, class
     for slot in range(1, batch):
         other = np.sort(output[slot], axis=0)
         if other.shape != first.shape or not (np.abs(other - first) <= tolerance).all():
             scored = [int((output[k][:, 4] > 0).sum()) for k in range(batch)]
-            raise ToolError(f"{path}: the same image gives other detections in batch slot {slot} than in slot 0 (rows with a score per slot: {scored}); the graph serves only part of a batch: export it again without nms=True, or pass --pt", EXIT_USAGE)
+            raise ToolError(
+                f"{path}: the same image gives other detections in batch slot {slot} than in slot 0 (rows with a score per slot: {scored}); the graph serves only part of a batch: export it again without nms=True, or pass --pt",
+                EXIT_USAGE,
+            )
 
 
 def _sort_topologically(graph: Any) -> None:
@@ -1653,7 +1919,11 @@ def _append_layout_adapter(model_proto: Any, layout: str = "ultralytics", imgsz:
     graph.node.append(helper.make_node("Concat", parts, [ONNX_OUTPUT_NAME], name=prefix + "concat", axis=2))
     batch = _dims(graph.output[0])[0]
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(ONNX_OUTPUT_NAME, TensorProto.FLOAT, [batch if isinstance(batch, str) and batch else "batch", "anchors", 6]))
+    graph.output.append(
+        helper.make_tensor_value_info(
+            ONNX_OUTPUT_NAME, TensorProto.FLOAT, [batch if isinstance(batch, str) and batch else "batch", "anchors", 6]
+        )
+    )
 
 
 def _rename_value(graph: Any, old: str, new: str) -> None:
@@ -1714,9 +1984,15 @@ def check_checkpoint_archive(path: Path) -> None:
     on_disk = path.stat().st_size
     available = _available_memory_bytes()
     if declared > MAX_CHECKPOINT_EXPANSION * on_disk + (64 << 20):
-        raise ToolError(f"{path} declares {declared >> 20} MiB of data in {on_disk / (1 << 20):.1f} MiB (a zip bomb or not a torch checkpoint); re-download or re-export it", EXIT_USAGE)
+        raise ToolError(
+            f"{path} declares {declared >> 20} MiB of data in {on_disk / (1 << 20):.1f} MiB (a zip bomb or not a torch checkpoint); re-download or re-export it",
+            EXIT_USAGE,
+        )
     if available is not None and declared > available:
-        raise ToolError(f"{path} declares {declared >> 20} MiB of data but only {available >> 20} MiB of memory is available; free memory or re-export it", EXIT_USAGE)
+        raise ToolError(
+            f"{path} declares {declared >> 20} MiB of data but only {available >> 20} MiB of memory is available; free memory or re-export it",
+            EXIT_USAGE,
+        )
 
 
 # -- the reference: one real image through onnxruntime, compared with the engine later ---------
@@ -1767,11 +2043,15 @@ def letterbox_image(path: Path | None, size: int) -> tuple[Any, str]:
         except ImportError:
             image = None
     if image is None:
-        notice(f"{REFERENCE_IMAGE} (ultralytics assets) or OpenCV not found; the ONNX/engine comparison uses a synthetic test scene")
+        notice(
+            f"{REFERENCE_IMAGE} (ultralytics assets) or OpenCV not found; the ONNX/engine comparison uses a synthetic test scene"
+        )
         canvas: Any = np.full((size, size, 3), LETTERBOX_GREY, dtype=np.uint8)
         for index, (x, y, w, h) in enumerate(((0.1, 0.2, 0.3, 0.5), (0.5, 0.1, 0.4, 0.3), (0.55, 0.55, 0.35, 0.35))):
             x0, y0 = int(x * size), int(y * size)
-            canvas[y0:y0 + int(h * size), x0:x0 + int(w * size)] = ((40, 90, 200), (200, 60, 30), (30, 160, 60))[index]
+            canvas[y0 : y0 + int(h * size), x0 : x0 + int(w * size)] = ((40, 90, 200), (200, 60, 30), (30, 160, 60))[
+                index
+            ]
         return np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32) / 255.0, "synthetic scene"
     import cv2
 
@@ -1784,7 +2064,9 @@ def letterbox_image(path: Path | None, size: int) -> tuple[Any, str]:
     top, bottom = int(round(pad_h - 0.1)), int(round(pad_h + 0.1))
     left, right = int(round(pad_w - 0.1)), int(round(pad_w + 0.1))
     image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(LETTERBOX_GREY,) * 3)
-    return np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0, path.name if path else ""
+    return np.ascontiguousarray(
+        image[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32
+    ) / 255.0, path.name if path else ""
 
 
 @dataclass
@@ -1877,15 +2159,21 @@ class SlotComparison:
     @property
     def ok(self) -> bool:
         ties_allowed = max(1, self.expected // 10)
-        return (not (self.missing or self.extra or self.class_changes) and self.class_ties <= ties_allowed
-                and self.min_iou >= COMPARE_MIN_IOU and self.max_score_diff <= COMPARE_SCORE_TOLERANCE)
+        return (
+            not (self.missing or self.extra or self.class_changes)
+            and self.class_ties <= ties_allowed
+            and self.min_iou >= COMPARE_MIN_IOU
+            and self.max_score_diff <= COMPARE_SCORE_TOLERANCE
+        )
 
     def figures(self) -> str:
         text = f"{self.matched}/{self.expected} boxes matched"
         if self.missing or self.extra:
             text += f" ({self.missing} missing, {self.extra} extra)"
         iou = f"min IoU {self.min_iou:.3f}" + (f" < {COMPARE_MIN_IOU}" if self.min_iou < COMPARE_MIN_IOU else "")
-        score = f"max score diff {self.max_score_diff:.3f}" + (f" > {COMPARE_SCORE_TOLERANCE}" if self.max_score_diff > COMPARE_SCORE_TOLERANCE else "")
+        score = f"max score diff {self.max_score_diff:.3f}" + (
+            f" > {COMPARE_SCORE_TOLERANCE}" if self.max_score_diff > COMPARE_SCORE_TOLERANCE else ""
+        )
         ties = f", {self.class_ties} class ties" if self.class_ties else ""
         return f"{text}, {iou}, {score}, {self.class_changes} class changes{ties}"
 
@@ -1903,7 +2191,15 @@ def compare_detections(expected_rows: Any, found_rows: Any, settings: DecodeSett
     import numpy as np
 
     size = float(settings.imgsz)
-    state: dict[str, Any] = {"matched": 0, "missing": 0, "extra": 0, "changes": 0, "ties": 0, "min_iou": 1.0, "max_diff": 0.0}
+    state: dict[str, Any] = {
+        "matched": 0,
+        "missing": 0,
+        "extra": 0,
+        "changes": 0,
+        "ties": 0,
+        "min_iou": 1.0,
+        "max_diff": 0.0,
+    }
 
     def judge(detection: Detection, box: Any, score: float, class_id: int) -> bool:
         iou = float(_iou(detection.box, np.clip(np.asarray(box, dtype=np.float64), 0.0, size))[0])
@@ -1941,8 +2237,17 @@ def compare_detections(expected_rows: Any, found_rows: Any, settings: DecodeSett
         row = raw_row(expected_rows, detection.anchor)
         if row is None or not judge(detection, *row):
             state["extra"] += 1
-    return SlotComparison(len(expected), len(found), state["matched"], state["missing"], state["extra"], state["changes"],
-                          state["min_iou"], state["max_diff"], state["ties"])
+    return SlotComparison(
+        len(expected),
+        len(found),
+        state["matched"],
+        state["missing"],
+        state["extra"],
+        state["changes"],
+        state["min_iou"],
+        state["max_diff"],
+        state["ties"],
+    )
 
 
 @dataclass
@@ -1983,7 +2288,13 @@ def check_engine_outputs(reference: Reference, outputs: dict[int, Any]) -> Engin
         line = f"{where}: MISMATCH at {failure} (needs IoU >= {COMPARE_MIN_IOU}, same class, score within {COMPARE_SCORE_TOLERANCE})"
     else:
         line = f"{where}: {count}/{count} boxes matched in every slot, min IoU {worst_iou:.3f}, max score diff {worst_diff:.3f}, classes equal{f' but {ties} class ties' if ties else ''}, slots identical"
-    return EngineCheck(failure is None, line, batches, count, {"min_iou": round(worst_iou, 4), "max_score_diff": round(worst_diff, 4), "class_ties": ties})
+    return EngineCheck(
+        failure is None,
+        line,
+        batches,
+        count,
+        {"min_iou": round(worst_iou, 4), "max_score_diff": round(worst_diff, 4), "class_ties": ties},
+    )
 
 
 class YOLOExporter:
@@ -2018,7 +2329,9 @@ class YOLOExporter:
                     _remove_quietly(result.path)
                 raise
             result.reference.settings.num_classes = result.num_classes
-        log(f"ONNX ({result.origin}): {result.path} [{result.model_name}, {result.imgsz}x{result.imgsz}, {result.num_classes} classes]")
+        log(
+            f"ONNX ({result.origin}): {result.path} [{result.model_name}, {result.imgsz}x{result.imgsz}, {result.num_classes} classes]"
+        )
         return result
 
     def _from_weights(self, weights: Path) -> OnnxModel:
@@ -2047,7 +2360,11 @@ class YOLOExporter:
         meta = self._metadata_of(target)
         if meta is None:
             return None
-        if (meta.get(META_LAYOUT), meta.get(META_IMGSZ), meta.get(META_SOURCE_SHA256)) != (ONNX_LAYOUT, str(self.options.imgsz), source_sha):
+        if (meta.get(META_LAYOUT), meta.get(META_IMGSZ), meta.get(META_SOURCE_SHA256)) != (
+            ONNX_LAYOUT,
+            str(self.options.imgsz),
+            source_sha,
+        ):
             log(f"{target} was exported from other weights or options; exporting again", level=2)
             return None
         names = _names_from_metadata(meta)
@@ -2058,7 +2375,12 @@ class YOLOExporter:
     def _reusable_without_weights(self, target: Path, weights_name: str) -> OnnxModel | None:
         """No weights anywhere, but our export of exactly that file is: use it, download nothing."""
         meta = self._metadata_of(target)
-        if meta and meta.get(META_SOURCE) == weights_name and meta.get(META_LAYOUT) == ONNX_LAYOUT and meta.get(META_IMGSZ) == str(self.options.imgsz):
+        if (
+            meta
+            and meta.get(META_SOURCE) == weights_name
+            and meta.get(META_LAYOUT) == ONNX_LAYOUT
+            and meta.get(META_IMGSZ) == str(self.options.imgsz)
+        ):
             names = _names_from_metadata(meta)
             if names:
                 notice(f"{weights_name} not found; reusing {target} exported from it earlier")
@@ -2093,9 +2415,15 @@ class YOLOExporter:
             try:
                 found = Path(attempt_download_asset(str(staging / weights.name)))
             except Exception as error:
-                raise ToolError(f"{weights.name} not found in {searched} and the download failed ({type(error).__name__}); put the file there, or check the name and the network", EXIT_USAGE) from None
+                raise ToolError(
+                    f"{weights.name} not found in {searched} and the download failed ({type(error).__name__}); put the file there, or check the name and the network",
+                    EXIT_USAGE,
+                ) from None
             if not found.is_file():
-                raise ToolError(f"{weights.name} not found in {searched} and not downloadable (offline, or not an official model name); put the file there or pass --pt/--onnx", EXIT_USAGE)
+                raise ToolError(
+                    f"{weights.name} not found in {searched} and not downloadable (offline, or not an official model name); put the file there or pass --pt/--onnx",
+                    EXIT_USAGE,
+                )
             if found.parent != staging:  # already in ultralytics' weights_dir: use it where it is
                 return found
             os.replace(found, weights)
@@ -2118,7 +2446,10 @@ class YOLOExporter:
             return
         if is_recorded_download(weights, sha256):
             return
-        raise ToolError(f"{weights} was found by searching, not named, and this tool did not download it; a .pt can run code when loaded: if you trust it, set PT_PATH={os.path.abspath(weights)} (or --pt)", EXIT_USAGE)
+        raise ToolError(
+            f"{weights} was found by searching, not named, and this tool did not download it; a .pt can run code when loaded: if you trust it, set PT_PATH={os.path.abspath(weights)} (or --pt)",
+            EXIT_USAGE,
+        )
 
     @staticmethod
     def _load_yaml_cfg(path: Path) -> dict[str, Any]:
@@ -2129,7 +2460,10 @@ class YOLOExporter:
         try:
             cfg = yaml_model_load(str(path))
         except Exception:
-            raise ToolError(f"--pt {path}: model yaml not found or unreadable (neither a file nor an ultralytics model cfg like yolo11n.yaml)", EXIT_USAGE) from None
+            raise ToolError(
+                f"--pt {path}: model yaml not found or unreadable (neither a file nor an ultralytics model cfg like yolo11n.yaml)",
+                EXIT_USAGE,
+            ) from None
         if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
             raise ToolError(f"--pt {path}: not an ultralytics model yaml (no backbone/head)", EXIT_USAGE)
         return cfg
@@ -2152,16 +2486,26 @@ class YOLOExporter:
         if _is_model_yaml(source):
             cfg = self._load_yaml_cfg(source)
             head_module = str(cfg["head"][-1][2]) if cfg["head"] and len(cfg["head"][-1]) > 2 else ""
-            task = "detect" if head_module == "RTDETRDecoder" else guess_model_task(cfg)  # ultralytics guesses None for it
+            task = (
+                "detect" if head_module == "RTDETRDecoder" else guess_model_task(cfg)
+            )  # ultralytics guesses None for it
             if task != "detect":
-                raise ToolError(f"{source}: a {task} model, not a detection model; give a YOLO detection model", EXIT_USAGE)
-            model_class = {"RTDETRDecoder": tasks.RTDETRDetectionModel, "WorldDetect": tasks.WorldModel, "YOLOEDetect": tasks.YOLOEModel}.get(head_module, DetectionModel)
+                raise ToolError(
+                    f"{source}: a {task} model, not a detection model; give a YOLO detection model", EXIT_USAGE
+                )
+            model_class = {
+                "RTDETRDecoder": tasks.RTDETRDetectionModel,
+                "WorldDetect": tasks.WorldModel,
+                "YOLOEDetect": tasks.YOLOEModel,
+            }.get(head_module, DetectionModel)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_YAML_SEED)
                 try:
                     model = model_class(cfg, verbose=False)
                 except Exception as error:
-                    raise ToolError(f"{source}: cannot build the model ({type(error).__name__}: {error})", EXIT_USAGE) from None
+                    raise ToolError(
+                        f"{source}: cannot build the model ({type(error).__name__}: {error})", EXIT_USAGE
+                    ) from None
             model.names = self._yaml_class_names(int(model.model[-1].nc))
         else:
             check_checkpoint_archive(source)
@@ -2171,7 +2515,10 @@ class YOLOExporter:
                 raise
             except Exception as error:
                 first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise ToolError(f"{source} is not a loadable YOLO checkpoint ({type(error).__name__}{': ' + first[:160] if first else ''}); re-download or re-export it", EXIT_USAGE) from None
+                raise ToolError(
+                    f"{source} is not a loadable YOLO checkpoint ({type(error).__name__}{': ' + first[:160] if first else ''}); re-download or re-export it",
+                    EXIT_USAGE,
+                ) from None
         self._check_detector(model, source)
         return model
 
@@ -2183,9 +2530,17 @@ class YOLOExporter:
         head = layers[-1] if layers is not None and len(layers) else None
         task = getattr(model, "task", None)
         # Segment, Pose, OBB, YOLOE/World heads subclass Detect: accept the plain detectors only
-        if head is None or not isinstance(head, (Detect, RTDETRDecoder)) or type(head).__name__ not in _SERVED_HEADS or (task and task != "detect"):
+        if (
+            head is None
+            or not isinstance(head, (Detect, RTDETRDecoder))
+            or type(head).__name__ not in _SERVED_HEADS
+            or (task and task != "detect")
+        ):
             kind = task or type(head).__name__
-            raise ToolError(f"{source}: a {kind} model (head {type(head).__name__}), not a YOLO detection model; give a detection .pt", EXIT_USAGE)
+            raise ToolError(
+                f"{source}: a {kind} model (head {type(head).__name__}), not a YOLO detection model; give a detection .pt",
+                EXIT_USAGE,
+            )
 
     def export(self, source: Path, target: Path, model_name: str, source_sha256: str) -> list[str]:
         """Export `source` (.pt or model yaml) to `target` in the DeepStream layout; returns class names."""
@@ -2262,7 +2617,10 @@ class YOLOExporter:
         head = model.model[-1]
         if getattr(head, "one2one_cv2", None) is not None:
             if getattr(head, "cv2", None) is None:
-                raise ToolError("this model has only an end-to-end (NMS-free) head; export needs the one-to-many head (nvinfer does the NMS)", EXIT_USAGE)
+                raise ToolError(
+                    "this model has only an end-to-end (NMS-free) head; export needs the one-to-many head (nvinfer does the NMS)",
+                    EXIT_USAGE,
+                )
             head._end2end = False  # one-to-many branch: nvinfer cluster-mode=2 does the NMS
         model = model.fuse(verbose=False) if hasattr(model, "fuse") else model
         rtdetr = isinstance(head, RTDETRDecoder)
@@ -2311,9 +2669,12 @@ class YOLOExporter:
                 if isinstance(module, Detect):
                     module.shape = None  # anchors for imgsz are made while tracing, then folded to constants
             torch.onnx.export(
-                wrapper, (dummy,), buffer,
+                wrapper,
+                (dummy,),
+                buffer,
                 opset_version=ONNX_OPSET,
-                input_names=[ONNX_INPUT_NAME], output_names=[ONNX_OUTPUT_NAME],
+                input_names=[ONNX_INPUT_NAME],
+                output_names=[ONNX_OUTPUT_NAME],
                 dynamic_axes={ONNX_INPUT_NAME: {0: "batch"}, ONNX_OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True,
                 dynamo=False,  # the dynamo exporter fails on these models
@@ -2331,7 +2692,10 @@ class YOLOExporter:
         if len(in_dims) == 4:
             for axis, label in ((2, "height"), (3, "width")):
                 if not _is_dynamic(in_dims[axis]) and in_dims[axis] != imgsz:
-                    raise ToolError(f"{path}: input {label} is {in_dims[axis]} but --imgsz is {imgsz}; pass --imgsz {in_dims[axis]} or re-export at {imgsz}", EXIT_USAGE)
+                    raise ToolError(
+                        f"{path}: input {label} is {in_dims[axis]} but --imgsz is {imgsz}; pass --imgsz {in_dims[axis]} or re-export at {imgsz}",
+                        EXIT_USAGE,
+                    )
         given_out = _dims(graph.output[0]) if len(graph.output) == 1 else []
         _settle_output_shape(model_proto, imgsz)  # simplify=False: symbolic output dims
         layout = _graph_layout(model_proto, path)
@@ -2341,12 +2705,17 @@ class YOLOExporter:
         nms_batch = _embedded_nms_batch(model_proto)
         max_batch = self.options.max_batch
         if nms_batch and nms_batch < max_batch:
-            raise ToolError(f"{path}: ultralytics' embedded NMS (export nms=True) was traced for batch {nms_batch}, so images {nms_batch + 1}..{max_batch} of a batch would get no detections; export again without nms=True (nvinfer does the NMS) or with nms=True batch={max_batch} dynamic=True", EXIT_USAGE)
+            raise ToolError(
+                f"{path}: ultralytics' embedded NMS (export nms=True) was traced for batch {nms_batch}, so images {nms_batch + 1}..{max_batch} of a batch would get no detections; export again without nms=True (nvinfer does the NMS) or with nms=True batch={max_batch} dynamic=True",
+                EXIT_USAGE,
+            )
         names = self._given_class_names(path, meta, layout, _dims(graph.output[0]))
         fix_hw = _is_dynamic(in_dims[2]) or _is_dynamic(in_dims[3])
         rename = image_input.name != ONNX_INPUT_NAME or graph.output[0].name != ONNX_OUTPUT_NAME
         float32 = _import_onnx_stack()[0].TensorProto.FLOAT
-        recast = image_input.type.tensor_type.elem_type != float32 or graph.output[0].type.tensor_type.elem_type != float32
+        recast = (
+            image_input.type.tensor_type.elem_type != float32 or graph.output[0].type.tensor_type.elem_type != float32
+        )
         settled = _dims(graph.output[0]) != given_out
         if layout == "deepstream" and not fix_hw and not rename and not recast and not settled:
             result = OnnxModel(path, meta.get(META_MODEL, path.stem), imgsz, names, "given")
@@ -2371,10 +2740,16 @@ class YOLOExporter:
             names, origin = read_labels(labels), str(labels)
         if names is None:
             count = nc if nc is not None else DEFAULT_CLASS_COUNT
-            notice(f"{path} names no classes and has no {LABELS_FILE_NAME} next to it; using class0..class{count - 1}" + ("" if nc is not None else f" (assumed {count} classes)"))
+            notice(
+                f"{path} names no classes and has no {LABELS_FILE_NAME} next to it; using class0..class{count - 1}"
+                + ("" if nc is not None else f" (assumed {count} classes)")
+            )
             return default_class_names(count)
         if nc is not None and len(names) != nc:
-            raise ToolError(f"{path}: the model has {nc} classes but {origin} names {len(names)}; fix {LABELS_FILE_NAME} or the export", EXIT_USAGE)
+            raise ToolError(
+                f"{path}: the model has {nc} classes but {origin} names {len(names)}; fix {LABELS_FILE_NAME} or the export",
+                EXIT_USAGE,
+            )
         return names
 
     def _adapt(self, path: Path, model_proto: Any, layout: str, names: list[str], fix_hw: bool) -> OnnxModel:
@@ -2388,7 +2763,11 @@ class YOLOExporter:
             target = Path(self.options.models_dir) / file_name
         source_sha = sha256_of_file(path)
         meta = self._metadata_of(target)
-        if meta and (meta.get(META_LAYOUT), meta.get(META_IMGSZ), meta.get(META_SOURCE_SHA256)) == (ONNX_LAYOUT, str(imgsz), source_sha):
+        if meta and (meta.get(META_LAYOUT), meta.get(META_IMGSZ), meta.get(META_SOURCE_SHA256)) == (
+            ONNX_LAYOUT,
+            str(imgsz),
+            source_sha,
+        ):
             log(f"{target} already adapts {path}; using it", level=2)
             return OnnxModel(target, meta.get(META_MODEL, stem), imgsz, names, "adapted")
         graph = model_proto.graph
@@ -2410,13 +2789,18 @@ class YOLOExporter:
         try:
             data = model_proto.SerializeToString()
         except ValueError:
-            raise ToolError(f"{path} is over 2 GB (external data); export a smaller model or pass --pt", EXIT_USAGE) from None
+            raise ToolError(
+                f"{path} is over 2 GB (external data); export a smaller model or pass --pt", EXIT_USAGE
+            ) from None
         onnx, _ = _import_onnx_stack()
         try:  # refused here, nothing is written
             onnx.checker.check_model(data)
         except Exception as error:
             first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            raise ToolError(f"{path}: the adapted copy fails the ONNX checker ({first}); export it again with ultralytics' defaults or pass --pt", EXIT_USAGE) from None
+            raise ToolError(
+                f"{path}: the adapted copy fails the ONNX checker ({first}); export it again with ultralytics' defaults or pass --pt",
+                EXIT_USAGE,
+            ) from None
         atomic_write_bytes(target, data)
         log(f"adapted {path} to the DeepStream layout: {target}")
         return OnnxModel(target, stem, imgsz, names, "adapted")
@@ -2440,18 +2824,32 @@ class YOLOExporter:
         try:
             onnx.checker.check_model(str(path))  # path form: also works past the 2 GB protobuf limit
         except Exception as error:
-            raise ToolError(f"{path} fails the ONNX checker ({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}); export it again", EXIT_USAGE) from None
+            raise ToolError(
+                f"{path} fails the ONNX checker ({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}); export it again",
+                EXIT_USAGE,
+            ) from None
         model_proto = _load_onnx(path, load_external_data=False)
         graph = model_proto.graph
         inputs = _image_inputs(graph)
-        if len(inputs) != 1 or inputs[0].name != ONNX_INPUT_NAME or len(graph.output) != 1 or graph.output[0].name != ONNX_OUTPUT_NAME:
-            raise ToolError(f"{path}: expected one input {ONNX_INPUT_NAME!r} and one output {ONNX_OUTPUT_NAME!r}, found {[i.name for i in inputs]} -> {[o.name for o in graph.output]}", EXIT_USAGE)
+        if (
+            len(inputs) != 1
+            or inputs[0].name != ONNX_INPUT_NAME
+            or len(graph.output) != 1
+            or graph.output[0].name != ONNX_OUTPUT_NAME
+        ):
+            raise ToolError(
+                f"{path}: expected one input {ONNX_INPUT_NAME!r} and one output {ONNX_OUTPUT_NAME!r}, found {[i.name for i in inputs]} -> {[o.name for o in graph.output]}",
+                EXIT_USAGE,
+            )
         float32 = onnx.TensorProto.FLOAT
         in_dims, out_dims = _dims(inputs[0]), _dims(graph.output[0])
         if inputs[0].type.tensor_type.elem_type != float32 or graph.output[0].type.tensor_type.elem_type != float32:
             raise ToolError(f"{path}: input and output must be float32", EXIT_USAGE)
         if len(in_dims) != 4 or not _is_dynamic(in_dims[0]) or in_dims[1:] != [3, imgsz, imgsz]:
-            raise ToolError(f"{path}: input shape {in_dims} is not [batch,3,{imgsz},{imgsz}] with only the batch dynamic", EXIT_USAGE)
+            raise ToolError(
+                f"{path}: input shape {in_dims} is not [batch,3,{imgsz},{imgsz}] with only the batch dynamic",
+                EXIT_USAGE,
+            )
         if len(out_dims) != 3 or out_dims[2] != 6 or not _is_dynamic(out_dims[0]):
             raise ToolError(f"{path}: output shape {out_dims} is not [batch,N,6]", EXIT_USAGE)
         names = _names_from_metadata(_read_metadata(model_proto))
@@ -2462,9 +2860,17 @@ class YOLOExporter:
         try:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:
-            raise ToolError(f"{path}: onnxruntime cannot load it ({type(error).__name__}); export it again", EXIT_USAGE) from None
+            raise ToolError(
+                f"{path}: onnxruntime cannot load it ({type(error).__name__}); export it again", EXIT_USAGE
+            ) from None
         image, image_name = letterbox_image(reference_image_path(), imgsz)
-        settings = DecodeSettings(imgsz, len(names) if names else 1 << 16, options.pre_cluster_threshold, options.nms_iou_threshold, options.topk)
+        settings = DecodeSettings(
+            imgsz,
+            len(names) if names else 1 << 16,
+            options.pre_cluster_threshold,
+            options.nms_iou_threshold,
+            options.topk,
+        )
         reference: Reference | None = None
         anchors = out_dims[1] if not _is_dynamic(out_dims[1]) else None
         baseline, per_image = _rss_bytes(), 0
@@ -2473,17 +2879,25 @@ class YOLOExporter:
             available = _available_memory_bytes()
             if checked and per_image and available is not None and per_image * batch > 0.8 * available:
                 # yolo11x at 1280 needs about 1 GB of host RAM per image on onnxruntime CPU
-                notice(f"onnxruntime check at batch {batch} skipped: it needs about {per_image * batch >> 20} MiB, {available >> 20} MiB available (TensorRT still builds the profile up to --max-batch {options.max_batch})")
+                notice(
+                    f"onnxruntime check at batch {batch} skipped: it needs about {per_image * batch >> 20} MiB, {available >> 20} MiB available (TensorRT still builds the profile up to --max-batch {options.max_batch})"
+                )
                 break
             bar.update(f"onnxruntime batch {batch} on {image_name}", done, len(batches))
             images = np.ascontiguousarray(np.broadcast_to(image, (batch, *image.shape)))
             try:
                 (output,) = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: images})
             except Exception as error:
-                raise ToolError(f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}: {str(error).strip().splitlines()[0][:160] if str(error).strip() else ''}); export it again", EXIT_USAGE) from None
+                raise ToolError(
+                    f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}: {str(error).strip().splitlines()[0][:160] if str(error).strip() else ''}); export it again",
+                    EXIT_USAGE,
+                ) from None
             anchors = anchors or output.shape[1]
             if output.shape != (batch, anchors, 6) or output.dtype != np.float32:
-                raise ToolError(f"{path}: onnxruntime output at batch {batch} is {list(output.shape)} {output.dtype}, expected [{batch},{anchors},6] float32", EXIT_USAGE)
+                raise ToolError(
+                    f"{path}: onnxruntime output at batch {batch} is {list(output.shape)} {output.dtype}, expected [{batch},{anchors},6] float32",
+                    EXIT_USAGE,
+                )
             if not np.isfinite(output).all():
                 raise ToolError(f"{path}: onnxruntime output at batch {batch} has NaN/Inf; export it again", EXIT_USAGE)
             if reference is None:
@@ -2491,7 +2905,10 @@ class YOLOExporter:
             for slot in range(batch):  # the same image in every slot: the same boxes, or the graph mixes the batch
                 result = compare_detections(reference.rows, output[slot], settings)
                 if not result.ok:
-                    raise ToolError(f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image ({result.figures()}); the graph mixes batch slots, export it again", EXIT_USAGE)
+                    raise ToolError(
+                        f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image ({result.figures()}); the graph mixes batch slots, export it again",
+                        EXIT_USAGE,
+                    )
             checked.append(batch)
             # onnxruntime's arena keeps what the run needed, so resident growth approximates its peak; at
             # least the input and output themselves (freed memory reused by the arena can hide the growth)
@@ -2500,7 +2917,9 @@ class YOLOExporter:
         del session
         assert reference is not None
         boxes = len(reference.detections)
-        bar.finish(f"valid: [B,3,{imgsz},{imgsz}] -> [B,{anchors},6], onnxruntime batch {','.join(map(str, checked))} on {image_name}: {boxes} boxes (the reference for the engine)")
+        bar.finish(
+            f"valid: [B,3,{imgsz},{imgsz}] -> [B,{anchors},6], onnxruntime batch {','.join(map(str, checked))} on {image_name}: {boxes} boxes (the reference for the engine)"
+        )
         return reference
 
 
@@ -2631,10 +3050,16 @@ def model_label(options: Options) -> str:
 def plan_engine(options: Options, gpu: GpuInfo, tensorrt_version: str) -> EnginePlan:
     precision, reason = resolve_precision(options.precision, gpu, tensorrt_version)
     key = EngineKey(
-        model=model_label(options), imgsz=options.imgsz,
-        min_batch=options.min_batch, opt_batch=options.opt_batch, max_batch=options.max_batch,
-        precision_request=options.precision, precision=precision,
-        gpu_name=gpu.name, compute_capability=gpu.compute_capability, tensorrt_version=tensorrt_version,
+        model=model_label(options),
+        imgsz=options.imgsz,
+        min_batch=options.min_batch,
+        opt_batch=options.opt_batch,
+        max_batch=options.max_batch,
+        precision_request=options.precision,
+        precision=precision,
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+        tensorrt_version=tensorrt_version,
     )
     return EnginePlan(key, engine_stem(key, gpu.slug), Path(options.engine_dir).absolute(), reason, gpu)
 
@@ -2684,7 +3109,10 @@ class Sidecar:
         except IsADirectoryError:
             raise ValueError(f"sidecar {Path(path).name} is a directory") from None
         except PermissionError:  # not "no sidecar": another uid built it with a mode this uid cannot read
-            raise ToolError(f"uid {os.getuid()} cannot read the sidecar {path} (permission denied): the engine there was built by another uid; share the volume through a group (setgid directory, umask 0027 or 0007: README Security) or run as that uid", EXIT_USAGE) from None
+            raise ToolError(
+                f"uid {os.getuid()} cannot read the sidecar {path} (permission denied): the engine there was built by another uid; share the volume through a group (setgid directory, umask 0027 or 0007: README Security) or run as that uid",
+                EXIT_USAGE,
+            ) from None
         except OSError:
             raise ValueError(f"no sidecar {Path(path).name}") from None
         except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
@@ -2709,6 +3137,7 @@ class Sidecar:
 def _sidecar_shape_problem(data: Any) -> str | None:
     """What is wrong with the types of a parsed sidecar, or None: a damaged one must read as stale,
     never crash the start or the healthcheck."""
+
     def is_int(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
@@ -2717,9 +3146,18 @@ def _sidecar_shape_problem(data: Any) -> str | None:
     key = data.get("key")
     if not isinstance(key, dict):
         return "no key object"
-    for name, kind in (("model", str), ("imgsz", int), ("min_batch", int), ("opt_batch", int), ("max_batch", int),
-                       ("precision_request", str), ("precision", str), ("gpu_name", str),
-                       ("compute_capability", str), ("tensorrt_version", str)):
+    for name, kind in (
+        ("model", str),
+        ("imgsz", int),
+        ("min_batch", int),
+        ("opt_batch", int),
+        ("max_batch", int),
+        ("precision_request", str),
+        ("precision", str),
+        ("gpu_name", str),
+        ("compute_capability", str),
+        ("tensorrt_version", str),
+    ):
         if not (is_int(key.get(name)) if kind is int else isinstance(key.get(name), kind)):
             return f"key.{name} is not a {kind.__name__}"
     profile = data.get("profile")
@@ -2759,8 +3197,11 @@ def check_engine(plan: EnginePlan, options: Options) -> CacheState:
     except ValueError as error:
         return CacheState(False, str(error))
     if sidecar.key != plan.key:
-        diffs = [f"{name} {getattr(sidecar.key, name)!r} -> {getattr(plan.key, name)!r}"
-                 for name in plan.key.as_json() if getattr(sidecar.key, name) != getattr(plan.key, name)]
+        diffs = [
+            f"{name} {getattr(sidecar.key, name)!r} -> {getattr(plan.key, name)!r}"
+            for name in plan.key.as_json()
+            if getattr(sidecar.key, name) != getattr(plan.key, name)
+        ]
         return CacheState(False, "engine key changed: " + ", ".join(diffs), sidecar)
     try:
         size = plan.engine_path.stat().st_size
@@ -2769,16 +3210,24 @@ def check_engine(plan: EnginePlan, options: Options) -> CacheState:
     if size != sidecar.engine_size:
         if plan.engine_path.is_dir():
             return CacheState(False, f"engine path {plan.engine_path.name} is a directory", sidecar)
-        return CacheState(False, f"engine size {size} differs from the sidecar's {sidecar.engine_size} (truncated or replaced)", sidecar)
+        return CacheState(
+            False,
+            f"engine size {size} differs from the sidecar's {sidecar.engine_size} (truncated or replaced)",
+            sidecar,
+        )
     if options.deep:  # reads the whole engine: --deep, or the healthcheck's first --check after a build
         try:
             digest = sha256_of_file(plan.engine_path)
         except OSError as error:
             return CacheState(False, f"engine file {plan.engine_path.name} is not readable ({error.strerror})", sidecar)
         if digest != sidecar.engine_sha256:
-            return CacheState(False, "engine sha256 differs from the sidecar's (the file is damaged); rebuild with --force", sidecar)
+            return CacheState(
+                False, "engine sha256 differs from the sidecar's (the file is damaged); rebuild with --force", sidecar
+            )
     given = given_model_file(options)
-    if given is not None and not (sidecar.source is None and not given.exists()):  # None: built from an earlier export of absent weights
+    if given is not None and not (
+        sidecar.source is None and not given.exists()
+    ):  # None: built from an earlier export of absent weights
         recorded = sidecar.source
         try:
             current = FileStamp.of(given, recorded)
@@ -2842,6 +3291,7 @@ def ultralytics_cfg_file(name: Path) -> Path | None:
 
 # -- locking ---------------------------------------------------------------------------------
 
+
 class BuildLock:
     """`ENGINE_DIR/.build.lock` through filelock; a waiting process says who holds it.
 
@@ -2870,11 +3320,16 @@ class BuildLock:
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
-            log(f"another process holds {self.path} ({self._owner()}); waiting up to {self.timeout_s:.0f}s ({LOCK_TIMEOUT_ENV})")
+            log(
+                f"another process holds {self.path} ({self._owner()}); waiting up to {self.timeout_s:.0f}s ({LOCK_TIMEOUT_ENV})"
+            )
             try:
                 self._lock.acquire(timeout=self.timeout_s)
             except Timeout:
-                raise ToolError(f"timed out after {self.timeout_s:.0f}s waiting for {self.path} ({self._owner()}); raise {LOCK_TIMEOUT_ENV} or stop the other build", EXIT_BUILD_FAILED) from None
+                raise ToolError(
+                    f"timed out after {self.timeout_s:.0f}s waiting for {self.path} ({self._owner()}); raise {LOCK_TIMEOUT_ENV} or stop the other build",
+                    EXIT_BUILD_FAILED,
+                ) from None
         except OSError as error:
             raise self._open_error(error) from None
         owner = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -2914,20 +3369,29 @@ class BuildLock:
         import stat
 
         kind = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        return ToolError(f"{self.path} is {kind}; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it points to was touched)", EXIT_USAGE)
+        return ToolError(
+            f"{self.path} is {kind}; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it points to was touched)",
+            EXIT_USAGE,
+        )
 
     def _open_error(self, error: OSError) -> ToolError:
         import errno
 
         if error.errno == errno.ELOOP:
-            return ToolError(f"{self.path} is a symlink; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it points to was touched)", EXIT_USAGE)
+            return ToolError(
+                f"{self.path} is a symlink; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it points to was touched)",
+                EXIT_USAGE,
+            )
         if isinstance(error, PermissionError) and self.path.exists():
             try:
                 st = self.path.stat()
                 detail = f"mode {st.st_mode & 0o777:04o}, owner uid {st.st_uid} gid {st.st_gid}"
             except OSError:
                 detail = "not readable"
-            return ToolError(f"{self.path} is not writable by uid {os.getuid()} ({detail}); several uids on one volume need a group-writable ENGINE_DIR and umask 0002 or 0007 (README: Security)", EXIT_USAGE)
+            return ToolError(
+                f"{self.path} is not writable by uid {os.getuid()} ({detail}); several uids on one volume need a group-writable ENGINE_DIR and umask 0002 or 0007 (README: Security)",
+                EXIT_USAGE,
+            )
         return ToolError(f"cannot create {self.path} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE)
 
     def _owner(self) -> str:
@@ -2943,6 +3407,7 @@ class BuildLock:
 
 
 # -- cancellation ----------------------------------------------------------------------------
+
 
 class CancelToken:
     """Set by SIGINT/SIGTERM; the progress monitor returns False so TensorRT stops the build."""
@@ -3020,6 +3485,7 @@ def install_cancel_handlers(token: CancelToken) -> Callable[[], None]:
 
 # -- the builder -----------------------------------------------------------------------------
 
+
 def import_tensorrt() -> Any:
     try:
         with _signals_deferred():
@@ -3027,7 +3493,9 @@ def import_tensorrt() -> Any:
     except ImportError:
         if _SIGNALS_RECEIVED:
             raise KeyboardInterrupt from None
-        raise ToolError("TensorRT not found; run inside the DeepStream image or pip install tensorrt", EXIT_ENVIRONMENT) from None
+        raise ToolError(
+            "TensorRT not found; run inside the DeepStream image or pip install tensorrt", EXIT_ENVIRONMENT
+        ) from None
     return trt
 
 
@@ -3129,14 +3597,23 @@ class EngineBuilder:
             config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
         size = self.plan.key.imgsz
-        shapes = [(batch, 3, size, size) for batch in (self.plan.key.min_batch, self.plan.key.opt_batch, self.plan.key.max_batch)]
+        shapes = [
+            (batch, 3, size, size)
+            for batch in (self.plan.key.min_batch, self.plan.key.opt_batch, self.plan.key.max_batch)
+        ]
         profile.set_shape(input_name, *shapes)
         config.add_optimization_profile(profile)
         self._use_timing_cache(config, timing_cache)
         plan_bytes = self._run_build(trt, builder, network, config, logger)
         # the builder adds its new timings to the cache we set: that is the merge
         new_cache = config.get_timing_cache()
-        return BuildResult(plan_bytes, precision, getattr(config, "builder_optimization_level", None), bytes(new_cache.serialize()), workspace >> 20)
+        return BuildResult(
+            plan_bytes,
+            precision,
+            getattr(config, "builder_optimization_level", None),
+            bytes(new_cache.serialize()),
+            workspace >> 20,
+        )
 
     @staticmethod
     def _use_timing_cache(config: Any, saved: bytes | None) -> None:
@@ -3163,7 +3640,10 @@ class EngineBuilder:
         try:
             from modelopt.onnx.autocast import convert_to_mixed_precision
         except ImportError:
-            raise ToolError("TensorRT 11 needs nvidia-modelopt[onnx] for FP16; pip install 'nvidia-modelopt[onnx]' or use --precision fp32", EXIT_ENVIRONMENT) from None
+            raise ToolError(
+                "TensorRT 11 needs nvidia-modelopt[onnx] for FP16; pip install 'nvidia-modelopt[onnx]' or use --precision fp32",
+                EXIT_ENVIRONMENT,
+            ) from None
         log("converting the ONNX to mixed FP16 with ModelOpt AutoCast (TensorRT 11 takes precision from the ONNX)")
         model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True)
         models_dir = Path(self.options.models_dir)
@@ -3179,7 +3659,9 @@ class EngineBuilder:
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-            raise ToolError(f"TensorRT cannot parse {onnx_path.name}: {'; '.join(errors) or 'unknown parser error'}; re-export the ONNX (opset 17) or pass --pt")
+            raise ToolError(
+                f"TensorRT cannot parse {onnx_path.name}: {'; '.join(errors) or 'unknown parser error'}; re-export the ONNX (opset 17) or pass --pt"
+            )
         self._parser = parser  # keep alive with the network
 
     def _check_input(self, network: Any) -> str:
@@ -3192,9 +3674,13 @@ class EngineBuilder:
         if len(shape) != 4 or shape[1] != 3:
             raise ToolError(f"input {tensor.name} has shape {shape}; expected [B,3,H,W]")
         if shape[0] != -1:
-            raise ToolError(f"input {tensor.name} has a static batch of {shape[0]}; re-export with a dynamic batch axis or pass --pt")
+            raise ToolError(
+                f"input {tensor.name} has a static batch of {shape[0]}; re-export with a dynamic batch axis or pass --pt"
+            )
         if shape[2:] != (size, size):
-            raise ToolError(f"input {tensor.name} is {shape[2]}x{shape[3]} but --imgsz is {size}; pass --imgsz {shape[2]} or re-export")
+            raise ToolError(
+                f"input {tensor.name} is {shape[2]}x{shape[3]} but --imgsz is {size}; pass --imgsz {shape[2]} or re-export"
+            )
         return str(tensor.name)
 
     def _run_build(self, trt: Any, builder: Any, network: Any, config: Any, logger: Any) -> bytes:
@@ -3235,16 +3721,22 @@ class EngineBuilder:
         logger = make_trt_logger(trt)
         engine = trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)
         if engine is None:
-            raise ToolError(f"the new engine does not deserialize: {'; '.join(logger.errors) or 'unknown error'}", EXIT_BUILD_FAILED)
+            raise ToolError(
+                f"the new engine does not deserialize: {'; '.join(logger.errors) or 'unknown error'}", EXIT_BUILD_FAILED
+            )
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ToolError(f"the new engine has inputs {inputs} and outputs {outputs}; expected one of each", EXIT_BUILD_FAILED)
+            raise ToolError(
+                f"the new engine has inputs {inputs} and outputs {outputs}; expected one of each", EXIT_BUILD_FAILED
+            )
         profile = engine.get_tensor_profile_shape(inputs[0], 0)
         maxima = tuple(profile[2])
         if maxima[0] != self.plan.key.max_batch:
-            raise ToolError(f"the new engine's max batch is {maxima[0]}, expected {self.plan.key.max_batch}", EXIT_BUILD_FAILED)
+            raise ToolError(
+                f"the new engine's max batch is {maxima[0]}, expected {self.plan.key.max_batch}", EXIT_BUILD_FAILED
+            )
         out_shape = tuple(engine.get_tensor_shape(outputs[0]))
         if len(out_shape) != 3 or out_shape[-1] != 6:
             raise ToolError(f"the new engine's output {outputs[0]} is {out_shape}; expected [B,N,6]", EXIT_BUILD_FAILED)
@@ -3252,7 +3744,9 @@ class EngineBuilder:
             return smoke_test(trt, engine, inputs[0], outputs[0], self.plan, reference)
 
 
-def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: EnginePlan, reference: Reference | None = None) -> EngineCheck | None:
+def smoke_test(
+    trt: Any, engine: Any, input_name: str, output_name: str, plan: EnginePlan, reference: Reference | None = None
+) -> EngineCheck | None:
     """One inference at batch min, opt and max when pycuda is here; otherwise say it was skipped.
 
     With a reference, every slot holds the reference image and the outputs are compared with
@@ -3262,7 +3756,9 @@ def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: E
         import numpy as np
         import pycuda.driver as cuda
     except ImportError:
-        notice("smoke test skipped: pycuda is not installed (the engine deserialized and its shapes are right; the comparison with the ONNX did not run)")
+        notice(
+            "smoke test skipped: pycuda is not installed (the engine deserialized and its shapes are right; the comparison with the ONNX did not run)"
+        )
         return None
     cuda.init()
     context = cuda.Device(0).retain_primary_context()
@@ -3276,9 +3772,13 @@ def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: E
             execution.set_input_shape(input_name, (batch, 3, size, size))
             out_shape = tuple(execution.get_tensor_shape(output_name))
             if out_shape[0] != batch or out_shape[-1] != 6:
-                raise ToolError(f"smoke test: batch {batch} gives output {out_shape}, expected [{batch},N,6]", EXIT_BUILD_FAILED)
+                raise ToolError(
+                    f"smoke test: batch {batch} gives output {out_shape}, expected [{batch},N,6]", EXIT_BUILD_FAILED
+                )
             if reference is not None:
-                host_in = np.ascontiguousarray(np.broadcast_to(reference.image, (batch, 3, size, size)), dtype=np.float32)
+                host_in = np.ascontiguousarray(
+                    np.broadcast_to(reference.image, (batch, 3, size, size)), dtype=np.float32
+                )
             else:
                 host_in = np.random.default_rng(batch).random((batch, 3, size, size), dtype=np.float32)
             host_out = np.empty(out_shape, dtype=np.float32)
@@ -3305,7 +3805,9 @@ def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: E
         context.pop()
 
 
-def install_engine(plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar, extra: Sequence[tuple[Path, bytes]] = ()) -> None:
+def install_engine(
+    plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar, extra: Sequence[tuple[Path, bytes]] = ()
+) -> None:
     """Engine, sidecar and `extra` (labels, config) as one unit: all written to temp files and
     fsynced first, then renamed, engine first, sidecar next, config last. A failure while writing
     (disk full, permissions) leaves every previous file as it was.
@@ -3314,15 +3816,20 @@ def install_engine(plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar, extra:
     engine may sit there without a sidecar, which reads as "not valid" (rebuild), never as a wrong
     engine that looks valid.
     """
+
     def drop_old_sidecar() -> None:
         _remove_quietly(plan.sidecar_path)
         fsync_directory(plan.engine_dir)
 
     sidecar_bytes = (json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
-    install_files([(plan.engine_path, plan_bytes), (plan.sidecar_path, sidecar_bytes), *extra], before_replace=drop_old_sidecar)
+    install_files(
+        [(plan.engine_path, plan_bytes), (plan.sidecar_path, sidecar_bytes), *extra], before_replace=drop_old_sidecar
+    )
 
 
-def install_files(files: Sequence[tuple[Path, bytes | memoryview]], before_replace: Callable[[], None] | None = None) -> None:
+def install_files(
+    files: Sequence[tuple[Path, bytes | memoryview]], before_replace: Callable[[], None] | None = None
+) -> None:
     """Several files as one unit: every temp file is written and fsynced before the first rename,
     and SIGINT/SIGTERM wait until the renames are done."""
     import signal
@@ -3336,7 +3843,10 @@ def install_files(files: Sequence[tuple[Path, bytes | memoryview]], before_repla
             try:
                 fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
             except OSError as error:
-                raise ToolError(f"cannot write in {target.parent} ({error.strerror}); make it writable or choose another directory", EXIT_USAGE) from None
+                raise ToolError(
+                    f"cannot write in {target.parent} ({error.strerror}); make it writable or choose another directory",
+                    EXIT_USAGE,
+                ) from None
             staged.append((Path(tmp_name), target))
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # as atomic_write_bytes: group-shared volumes
@@ -3357,7 +3867,10 @@ def install_files(files: Sequence[tuple[Path, bytes | memoryview]], before_repla
             if tmp != final:
                 _remove_quietly(tmp)
         if isinstance(error, OSError):
-            raise ToolError(f"cannot write {target} ({error.strerror}); free space or fix permissions (the previous files are unchanged)", EXIT_BUILD_FAILED) from None
+            raise ToolError(
+                f"cannot write {target} ({error.strerror}); free space or fix permissions (the previous files are unchanged)",
+                EXIT_BUILD_FAILED,
+            ) from None
         raise
     finally:
         if blocked:
@@ -3409,11 +3922,15 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
     only under the build lock (taken without waiting) and only files older than this run, so a
     live writer's file is never touched."""
     dirs = [d for d in dict.fromkeys((Path(engine_dir), Path(options.models_dir).absolute()))]
+
     def has_temp(directory: Path) -> bool:
         try:
-            return any((n.startswith(".") and n.endswith(".tmp")) or n.startswith(".download-") for n in os.listdir(directory))
+            return any(
+                (n.startswith(".") and n.endswith(".tmp")) or n.startswith(".download-") for n in os.listdir(directory)
+            )
         except OSError:
             return False
+
     if not any(has_temp(d) for d in dirs):
         return
     try:
@@ -3433,7 +3950,9 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
     finally:
         lock.release()
     if count:
-        notice(f"removed {count} temp file{'s' if count != 1 else ''} left by an interrupted run, freed {freed / 1e6:.1f} MB")
+        notice(
+            f"removed {count} temp file{'s' if count != 1 else ''} left by an interrupted run, freed {freed / 1e6:.1f} MB"
+        )
 
 
 # -- Engine store (fleet) ----------------------------------------------------------------------
@@ -3469,7 +3988,10 @@ def _aws_file_settings(environ: dict[str, str]) -> dict[str, str]:
     home = Path(environ.get("HOME") or Path.home())
     files = (
         (Path(environ.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials"), profile),
-        (Path(environ.get("AWS_CONFIG_FILE") or home / ".aws" / "config"), profile if profile == "default" else f"profile {profile}"),
+        (
+            Path(environ.get("AWS_CONFIG_FILE") or home / ".aws" / "config"),
+            profile if profile == "default" else f"profile {profile}",
+        ),
     )
     wanted = {  # file key -> (obstore key, environment variables that win)
         "aws_access_key_id": ("access_key_id", ("AWS_ACCESS_KEY_ID",)),
@@ -3488,7 +4010,11 @@ def _aws_file_settings(environ: dict[str, str]) -> dict[str, str]:
         if not parser.has_section(section):
             continue
         for file_key, (key, env_names) in wanted.items():
-            if key not in settings and parser.has_option(section, file_key) and not any(environ.get(n) for n in env_names):
+            if (
+                key not in settings
+                and parser.has_option(section, file_key)
+                and not any(environ.get(n) for n in env_names)
+            ):
                 settings[key] = parser.get(section, file_key).strip()
     return settings
 
@@ -3515,16 +4041,31 @@ class EngineStore:
             else:
                 bucket, _, prefix = url[5:].partition("/")
                 settings = _aws_file_settings(environ)
-                endpoint = settings.get("endpoint") or next((environ[n] for n in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT") if environ.get(n)), "")
+                endpoint = settings.get("endpoint") or next(
+                    (environ[n] for n in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT") if environ.get(n)),
+                    "",
+                )
                 if not (environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "region" in settings):
                     settings["region"] = "us-east-1"
                 if environ.get("AWS_ENDPOINT_URL_S3"):
                     settings.setdefault("endpoint", environ["AWS_ENDPOINT_URL_S3"])
                 self._store = S3Store(
-                    bucket, prefix=prefix or None,
-                    client_options={"allow_http": endpoint.startswith("http://"), "connect_timeout": "5s", "timeout": "600s"},
-                    retry_config={"max_retries": 3, "retry_timeout": datetime.timedelta(seconds=30),
-                                  "backoff": {"init_backoff": datetime.timedelta(milliseconds=200), "max_backoff": datetime.timedelta(seconds=5), "base": 2.0}},
+                    bucket,
+                    prefix=prefix or None,
+                    client_options={
+                        "allow_http": endpoint.startswith("http://"),
+                        "connect_timeout": "5s",
+                        "timeout": "600s",
+                    },
+                    retry_config={
+                        "max_retries": 3,
+                        "retry_timeout": datetime.timedelta(seconds=30),
+                        "backoff": {
+                            "init_backoff": datetime.timedelta(milliseconds=200),
+                            "max_backoff": datetime.timedelta(seconds=5),
+                            "base": 2.0,
+                        },
+                    },
                     **settings,
                 )
         except Exception as error:  # configuration errors of any kind: the store is off
@@ -3536,7 +4077,9 @@ class EngineStore:
         except StoreError:
             raise
         except (self._exc.PermissionDeniedError, self._exc.UnauthenticatedError) as error:
-            raise StoreError(f"{what}: access denied ({_short_error(error)}); check the credentials and the bucket policy") from None
+            raise StoreError(
+                f"{what}: access denied ({_short_error(error)}); check the credentials and the bucket policy"
+            ) from None
         except (FileNotFoundError, self._exc.NotFoundError, self._exc.AlreadyExistsError, self._exc.PreconditionError):
             raise
         except Exception as error:
@@ -3583,7 +4126,16 @@ class EngineStore:
         try:
             if isinstance(data, Path):
                 with open(data, "rb") as handle:
-                    self._call(f"upload {key}", self._obs.put, self._store, key, handle, mode="create", chunk_size=STORE_CHUNK, max_concurrency=4)
+                    self._call(
+                        f"upload {key}",
+                        self._obs.put,
+                        self._store,
+                        key,
+                        handle,
+                        mode="create",
+                        chunk_size=STORE_CHUNK,
+                        max_concurrency=4,
+                    )
             else:
                 self._call(f"upload {key}", self._obs.put, self._store, key, data, mode="create")
             return True
@@ -3598,7 +4150,16 @@ class EngineStore:
         try:
             if isinstance(data, Path):
                 with open(data, "rb") as handle:
-                    self._call(f"upload {key}", self._obs.put, self._store, key, handle, mode=mode, chunk_size=STORE_CHUNK, max_concurrency=4)
+                    self._call(
+                        f"upload {key}",
+                        self._obs.put,
+                        self._store,
+                        key,
+                        handle,
+                        mode=mode,
+                        chunk_size=STORE_CHUNK,
+                        max_concurrency=4,
+                    )
             else:
                 self._call(f"upload {key}", self._obs.put, self._store, key, data, mode=mode)
             return True
@@ -3632,8 +4193,15 @@ class FleetLease:
         self._thread: threading.Thread | None = None
 
     def _body(self) -> bytes:
-        return json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "token": self.token,
-                           "expires_at": time.time() + self.seconds, "seconds": self.seconds}).encode()
+        return json.dumps(
+            {
+                "host": os.uname().nodename,
+                "pid": os.getpid(),
+                "token": self.token,
+                "expires_at": time.time() + self.seconds,
+                "seconds": self.seconds,
+            }
+        ).encode()
 
     def _refresh_etag(self) -> None:
         current = self.store.read(self.key)
@@ -3802,7 +4370,9 @@ class FleetEnsure:
                 if holder is None:  # nobody building (or done just now: look once more)
                     return self.try_pull()
             if not announced and holder:
-                log(f"{holder.get('host', '?')} pid {holder.get('pid', '?')} is building {self.plan.stem} for the fleet; waiting up to {timeout:.0f}s ({LOCK_TIMEOUT_ENV}) to pull it")
+                log(
+                    f"{holder.get('host', '?')} pid {holder.get('pid', '?')} is building {self.plan.stem} for the fleet; waiting up to {timeout:.0f}s ({LOCK_TIMEOUT_ENV}) to pull it"
+                )
                 announced = True
             pulled = self.try_pull()
             if pulled is not None or self.broken or self.foreign:
@@ -3826,11 +4396,15 @@ class FleetEnsure:
             finally:
                 _remove_quietly(copy)
         except ValueError as error:
-            notice(f"engine store: the stored sidecar of {self.plan.stem} is unusable ({error}); refused, building here")
+            notice(
+                f"engine store: the stored sidecar of {self.plan.stem} is unusable ({error}); refused, building here"
+            )
             self.broken = True
             return None
         if stored.key != self.plan.key or stored.onnx.sha256 != self.onnx_stamp.sha256:
-            log(f"engine store: {self.entry} holds an engine for other options (opt/min batch or precision request); building here")
+            log(
+                f"engine store: {self.entry} holds an engine for other options (opt/min batch or precision request); building here"
+            )
             self.foreign = True
             return None
         began = time.monotonic()
@@ -3851,7 +4425,9 @@ class FleetEnsure:
         try:
             fd, tmp_name = tempfile.mkstemp(dir=plan.engine_dir, prefix=f".{plan.engine_path.name}.", suffix=".tmp")
         except OSError as error:
-            raise ToolError(f"cannot write in {plan.engine_dir} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE) from None
+            raise ToolError(
+                f"cannot write in {plan.engine_dir} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE
+            ) from None
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -3859,20 +4435,31 @@ class FleetEnsure:
                 handle.flush()
                 os.fsync(handle.fileno())
             if size != stored.engine_size or digest != stored.engine_sha256:
-                notice(f"engine store: {self.entry}/{plan.stem}.engine does not match its sidecar (sha256 {digest[:12]}, expected {stored.engine_sha256[:12]}); refused, building here")
+                notice(
+                    f"engine store: {self.entry}/{plan.stem}.engine does not match its sidecar (sha256 {digest[:12]}, expected {stored.engine_sha256[:12]}); refused, building here"
+                )
                 self.broken = True
                 return None
             given = given_model_file(self.options)
             sidecar = dataclasses.replace(
-                stored, onnx=self.onnx_stamp, source=FileStamp.of(given, self.onnx_stamp) if given is not None else None,
-                origin={"how": "pulled", "store": self.url, "built_on": (stored.origin or {}).get("host"),
-                        "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                stored,
+                onnx=self.onnx_stamp,
+                source=FileStamp.of(given, self.onnx_stamp) if given is not None else None,
+                origin={
+                    "how": "pulled",
+                    "store": self.url,
+                    "built_on": (stored.origin or {}).get("host"),
+                    "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
             _remove_quietly(plan.sidecar_path)
             fsync_directory(plan.engine_dir)
             os.replace(tmp, plan.engine_path)
             fsync_directory(plan.engine_dir)
         except OSError as error:
-            raise ToolError(f"cannot write {plan.engine_path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED) from None
+            raise ToolError(
+                f"cannot write {plan.engine_path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED
+            ) from None
         finally:
             _remove_quietly(tmp)
         atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
@@ -3910,8 +4497,10 @@ class FleetEnsure:
         # an engine object without a sidecar is a dead builder's leftover (or being replaced): overwrite
         if not self.store.create(engine_key, plan.engine_path):
             self.store.replace(engine_key, plan.engine_path)
-        record = dataclasses.replace(sidecar, origin={"how": "built", "host": os.uname().nodename,
-                                                      "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        record = dataclasses.replace(
+            sidecar,
+            origin={"how": "built", "host": os.uname().nodename, "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        )
         body = (json.dumps(record.as_json(), indent=2, sort_keys=True) + "\n").encode()
         committed = self.store.replace(sidecar_key, body) if self.broken else self.store.create(sidecar_key, body)
         if not committed:
@@ -3929,7 +4518,9 @@ class FleetEnsure:
             return
         key, data, etag = self._timing_key(), cache.read_bytes(), self._timing_etag
         for _ in range(3):
-            if not self.store.local and (self.store.replace(key, data, etag=etag) if etag else self.store.create(key, data)):
+            if not self.store.local and (
+                self.store.replace(key, data, etag=etag) if etag else self.store.create(key, data)
+            ):
                 return
             current = self.store.read(key)
             if current is not None:
@@ -3970,7 +4561,10 @@ def ensure_engine(options: Options, system: SystemInfo, plan: EnginePlan, onnx_m
 
 def engine_origin(options: Options, system: SystemInfo) -> dict[str, Any]:
     """For --info: the engine this run would use and where it came from (built here or pulled)."""
-    report: dict[str, Any] = {"store": options.engine_store, "store_mode": options.engine_store_mode if options.engine_store else None}
+    report: dict[str, Any] = {
+        "store": options.engine_store,
+        "store_mode": options.engine_store_mode if options.engine_store else None,
+    }
     if not system.gpus or not system.tensorrt_version:
         return {**report, "engine": None, "valid": False, "origin": None}
     plan = plan_engine(options, system.gpu(options.gpu_id), system.tensorrt_version)
@@ -4010,7 +4604,9 @@ def check_config_text(what: str, value: str) -> None:
     """ToolError (exit 2) when `value` (named `what` in the message) would corrupt the nvinfer config."""
     problem = config_value_problem(str(value))
     if problem is not None:
-        raise ToolError(f"{what} {str(value)!r} contains {problem}; use a plain path or value (nothing was written)", EXIT_USAGE)
+        raise ToolError(
+            f"{what} {str(value)!r} contains {problem}; use a plain path or value (nothing was written)", EXIT_USAGE
+        )
 
 
 def parser_library_path() -> Path:
@@ -4058,9 +4654,13 @@ class DeepStreamConfig:
     def sections(self) -> dict[str, dict[str, str]]:
         sidecar, options = self.sidecar, self.options
         if self.batch_size > sidecar.max_batch:
-            raise ToolError(f"NUM_SOURCES {self.batch_size} exceeds the engine's max batch {sidecar.max_batch}; rebuild with MAX_BATCH >= {self.batch_size}")
+            raise ToolError(
+                f"NUM_SOURCES {self.batch_size} exceeds the engine's max batch {sidecar.max_batch}; rebuild with MAX_BATCH >= {self.batch_size}"
+            )
         if sidecar.precision_built not in NETWORK_MODE:
-            raise ToolError(f"sidecar {self.plan.sidecar_path.name} records unknown precision {sidecar.precision_built!r}; rebuild with --force")
+            raise ToolError(
+                f"sidecar {self.plan.sidecar_path.name} records unknown precision {sidecar.precision_built!r}; rebuild with --force"
+            )
         size = sidecar.key.imgsz
         return {
             "property": {
@@ -4118,7 +4718,13 @@ class DeepStreamConfig:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as error:  # a directory, unreadable, not UTF-8
-            reason = "a directory" if path.is_dir() else (error.strerror or str(error)) if isinstance(error, OSError) else "not UTF-8"
+            reason = (
+                "a directory"
+                if path.is_dir()
+                else (error.strerror or str(error))
+                if isinstance(error, OSError)
+                else "not UTF-8"
+            )
             self.unreadable[path] = reason
             return None
 
@@ -4132,7 +4738,9 @@ class DeepStreamConfig:
         try:
             self.config_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ToolError(f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory") from None
+            raise ToolError(
+                f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory"
+            ) from None
         install_files(self.staged_files(text))
         self._on_disk = text
         return True
@@ -4143,7 +4751,9 @@ class DeepStreamConfig:
         try:
             self.config_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ToolError(f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory") from None
+            raise ToolError(
+                f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory"
+            ) from None
         return [(self.labels_path, self.labels_text().encode("utf-8")), (self.config_path, text.encode("utf-8"))]
 
 
@@ -4188,7 +4798,9 @@ def parse_batches(text: str, sidecar: Sidecar) -> list[int]:
     low, high = int(sidecar.profile["min"][0]), sidecar.max_batch
     outside = [b for b in batches if not low <= b <= high]
     if not batches or outside:
-        raise ToolError(f"--batches: {outside or text} outside the engine profile {low}..{high}; pick sizes in that range")
+        raise ToolError(
+            f"--batches: {outside or text} outside the engine profile {low}..{high}; pick sizes in that range"
+        )
     return batches
 
 
@@ -4216,13 +4828,17 @@ class EngineBenchmark:
             cuda.init()
             context = cuda.Device(0).retain_primary_context()
         except Exception as error:
-            raise ToolError(f"no CUDA device usable ({error}); run the container with --gpus all", EXIT_ENVIRONMENT) from None
+            raise ToolError(
+                f"no CUDA device usable ({error}); run the container with --gpus all", EXIT_ENVIRONMENT
+            ) from None
         context.push()
         try:
             logger = make_trt_logger(trt)
             engine = trt.Runtime(logger).deserialize_cuda_engine(self.plan.engine_path.read_bytes())
             if engine is None:
-                raise ToolError(f"{self.plan.engine_path.name} does not deserialize here; rebuild with --force", EXIT_BUILD_FAILED)
+                raise ToolError(
+                    f"{self.plan.engine_path.name} does not deserialize here; rebuild with --force", EXIT_BUILD_FAILED
+                )
             execution = engine.create_execution_context()
             names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
             input_name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
@@ -4231,7 +4847,9 @@ class EngineBenchmark:
         finally:
             context.pop()
 
-    def _measure(self, cuda: Any, np: Any, execution: Any, input_name: str, output_name: str, batch: int) -> BatchResult:
+    def _measure(
+        self, cuda: Any, np: Any, execution: Any, input_name: str, output_name: str, batch: int
+    ) -> BatchResult:
         size = self.sidecar.key.imgsz
         execution.set_input_shape(input_name, (batch, 3, size, size))
         out_shape = tuple(execution.get_tensor_shape(output_name))
@@ -4275,9 +4893,12 @@ class EngineBenchmark:
         busy_s = sum(latencies) / 1000.0
         images_per_s = batch * len(latencies) / busy_s if busy_s > 0 else 0.0
         return BatchResult(
-            batch=batch, iterations=len(latencies), images_per_s=round(images_per_s, 1),
+            batch=batch,
+            iterations=len(latencies),
+            images_per_s=round(images_per_s, 1),
             fps_per_camera=round(images_per_s / batch, 1),
-            latency_median_ms=round(median(latencies), 3), latency_p99_ms=round(percentile(latencies, 0.99), 3),
+            latency_median_ms=round(median(latencies), 3),
+            latency_p99_ms=round(percentile(latencies, 0.99), 3),
             gpu_memory_used_mib=int((total - free_after) // (1 << 20)),
         )
 
@@ -4288,10 +4909,20 @@ def trtexec_compare(plan: EnginePlan, sidecar: Sidecar, results: list[BatchResul
 
     trtexec = shutil.which("trtexec")
     if trtexec is None:
-        raise ToolError("--compare-trtexec: trtexec is not on PATH (it is /usr/bin/trtexec in the DeepStream triton image)", EXIT_ENVIRONMENT)
+        raise ToolError(
+            "--compare-trtexec: trtexec is not on PATH (it is /usr/bin/trtexec in the DeepStream triton image)",
+            EXIT_ENVIRONMENT,
+        )
     size = sidecar.key.imgsz
     for result in results:
-        code, out = _run_quietly([trtexec, f"--loadEngine={plan.engine_path}", f"--shapes={sidecar.profile.get('input', 'input')}:{result.batch}x3x{size}x{size}"], timeout=600)
+        code, out = _run_quietly(
+            [
+                trtexec,
+                f"--loadEngine={plan.engine_path}",
+                f"--shapes={sidecar.profile.get('input', 'input')}:{result.batch}x3x{size}x{size}",
+            ],
+            timeout=600,
+        )
         throughput = re.search(r"Throughput:\s*([0-9.]+)\s*qps", out)
         latency = re.search(r"Latency:.*?median = ([0-9.]+) ms", out)
         if code != 0 or not throughput:
@@ -4308,14 +4939,26 @@ def benchmark_table(results: list[BatchResult], sidecar: Sidecar) -> str:
         header += ["trtexec images/s", "trtexec median ms"]
     rows = []
     for r in results:
-        row = [str(r.batch), f"{r.images_per_s:.1f}", f"{r.fps_per_camera:.1f}", f"{r.latency_median_ms:.2f}", f"{r.latency_p99_ms:.2f}", str(r.gpu_memory_used_mib)]
+        row = [
+            str(r.batch),
+            f"{r.images_per_s:.1f}",
+            f"{r.fps_per_camera:.1f}",
+            f"{r.latency_median_ms:.2f}",
+            f"{r.latency_p99_ms:.2f}",
+            str(r.gpu_memory_used_mib),
+        ]
         if with_trtexec:
-            row += [f"{r.trtexec_images_per_s:.1f}" if r.trtexec_images_per_s else "-", f"{r.trtexec_latency_median_ms:.2f}" if r.trtexec_latency_median_ms else "-"]
+            row += [
+                f"{r.trtexec_images_per_s:.1f}" if r.trtexec_images_per_s else "-",
+                f"{r.trtexec_latency_median_ms:.2f}" if r.trtexec_latency_median_ms else "-",
+            ]
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)), "-+-".join("-" * w for w in widths)]
     lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
-    lines.append(f"engine {sidecar.engine_file}: {sidecar.precision_built}, built in {sidecar.build_seconds:.1f} s on {sidecar.built_at}")
+    lines.append(
+        f"engine {sidecar.engine_file}: {sidecar.precision_built}, built in {sidecar.build_seconds:.1f} s on {sidecar.built_at}"
+    )
     return "\n".join(lines)
 
 
@@ -4331,7 +4974,9 @@ def run_info(options: Options) -> int:
         print(json.dumps({**info.as_json(), "engine": engine}, indent=2, sort_keys=True))
     else:
         print(info.as_table())
-        print(f"Engine      {engine['engine'] or 'not planned'} ({engine['origin'] or 'not built yet'}; store {engine['store'] or 'off'})")
+        print(
+            f"Engine      {engine['engine'] or 'not planned'} ({engine['origin'] or 'not built yet'}; store {engine['store'] or 'off'})"
+        )
     # the report is complete either way; no GPU is still an environment problem for callers
     return EXIT_OK if info.gpus else EXIT_ENVIRONMENT
 
@@ -4475,7 +5120,9 @@ def run_ensure(options: Options) -> int:
     try:
         plan.engine_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ToolError(f"cannot create ENGINE_DIR {plan.engine_dir} ({error.strerror}); mount a writable volume there") from None
+        raise ToolError(
+            f"cannot create ENGINE_DIR {plan.engine_dir} ({error.strerror}); mount a writable volume there"
+        ) from None
     # the export runs under the lock too: containers starting together export once, not N times
     with BuildLock(plan.engine_dir):
         state = check_engine(plan, options)  # another process may have built it while we waited
@@ -4498,7 +5145,9 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         cache_path = plan.timing_cache_path
         timing_cache = cache_path.read_bytes() if cache_path.exists() else None
         began = time.monotonic()
-        log(f"building {plan.engine_path.name} with TensorRT {plan.key.tensorrt_version} ({plan.key.precision}: {plan.precision_reason})")
+        log(
+            f"building {plan.engine_path.name} with TensorRT {plan.key.tensorrt_version} ({plan.key.precision}: {plan.precision_reason})"
+        )
         reference = getattr(onnx_model, "reference", None)
         with TIMELINE.phase("build"):  # smoke/compare is counted apart inside verify
             result = builder.build(Path(onnx_model.path), timing_cache)
@@ -4506,14 +5155,20 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         fallback = None
         if check is not None and not check.ok and result.precision_built == "fp16":
             if options.precision == "fp16":
-                raise ToolError(f"the FP16 engine's detections differ from the ONNX: {check.line}; nothing was installed. Use --precision auto (falls back to FP32) or fp32", EXIT_BUILD_FAILED)
+                raise ToolError(
+                    f"the FP16 engine's detections differ from the ONNX: {check.line}; nothing was installed. Use --precision auto (falls back to FP32) or fp32",
+                    EXIT_BUILD_FAILED,
+                )
             fallback = f"the FP16 engine's detections differed from the ONNX: {check.line}"
             notice(f"{fallback}; rebuilding in FP32")
             with TIMELINE.phase("build fp32 (fallback)"):
                 result = builder.build(Path(onnx_model.path), result.timing_cache or timing_cache, precision="fp32")
                 check = builder.verify(result.plan_bytes, reference)
         if check is not None and not check.ok:
-            raise ToolError(f"the {result.precision_built.upper()} engine's detections differ from the ONNX: {check.line}; nothing was installed. Check the ONNX (--validate full) and the TensorRT install", EXIT_BUILD_FAILED)
+            raise ToolError(
+                f"the {result.precision_built.upper()} engine's detections differ from the ONNX: {check.line}; nothing was installed. Check the ONNX (--validate full) and the TensorRT install",
+                EXIT_BUILD_FAILED,
+            )
         if result.timing_cache:
             atomic_write_bytes(cache_path, result.timing_cache)
         given = given_model_file(options)
@@ -4529,8 +5184,19 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
             onnx=FileStamp.of(Path(onnx_model.path)),
             source=_stamp_or_none(given),
             class_names=list(onnx_model.class_names),
-            profile={"input": "input", "min": [plan.key.min_batch, 3, size, size], "opt": [plan.key.opt_batch, 3, size, size], "max": [plan.key.max_batch, 3, size, size]},
-            gpu={"index": gpu.index, "name": gpu.name, "uuid": gpu.uuid, "compute_capability": gpu.compute_capability, "memory_total_mib": gpu.memory_total_mib},
+            profile={
+                "input": "input",
+                "min": [plan.key.min_batch, 3, size, size],
+                "opt": [plan.key.opt_batch, 3, size, size],
+                "max": [plan.key.max_batch, 3, size, size],
+            },
+            gpu={
+                "index": gpu.index,
+                "name": gpu.name,
+                "uuid": gpu.uuid,
+                "compute_capability": gpu.compute_capability,
+                "memory_total_mib": gpu.memory_total_mib,
+            },
             driver_version=system.driver_version,
             cuda_driver_version=system.cuda_driver_version,
             cuda_toolkit_version=system.cuda_toolkit_version,
@@ -4538,7 +5204,9 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
             builder_optimization_level=result.builder_optimization_level,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             build_seconds=round(time.monotonic() - began, 2),
-            engine_check=check.as_json() if check is not None else {"ok": None, "line": "not run: pycuda is not installed"},
+            engine_check=check.as_json()
+            if check is not None
+            else {"ok": None, "line": "not run: pycuda is not installed"},
             precision_fallback=fallback,
             timeline=TIMELINE.as_json(),
         )
@@ -4547,21 +5215,36 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         config = DeepStreamConfig(options, plan, sidecar)
         install_engine(plan, result.plan_bytes, sidecar, config.staged_files())
         if token.event.is_set():  # during the install: it completed, but the step must not report success
-            raise ToolError("interrupted by signal during the install; the new engine is complete and the next start uses it", token.exit_code)
+            raise ToolError(
+                "interrupted by signal during the install; the new engine is complete and the next start uses it",
+                token.exit_code,
+            )
         return sidecar
     except BuildCancelled:
         remove_stale_temp_files(plan.engine_dir)
-        raise ToolError("build cancelled by signal; the previous engine (if any) is untouched", token.exit_code) from None
+        raise ToolError(
+            "build cancelled by signal; the previous engine (if any) is untouched", token.exit_code
+        ) from None
     finally:
         restore()
 
 
-def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sidecar: Sidecar, how: str, started: float, built: bool = False) -> int:
+def finish_ensure(
+    options: Options,
+    system: SystemInfo,
+    plan: EnginePlan,
+    sidecar: Sidecar,
+    how: str,
+    started: float,
+    built: bool = False,
+) -> int:
     with TIMELINE.phase("config"):
         config = DeepStreamConfig(options, plan, sidecar)
         rewritten = config.write() or how.startswith("built")  # a build installs the config with the engine
     if built:  # the sidecar gets the whole timeline; same engine, so the pair stays valid
-        sidecar.timeline = TIMELINE.as_json() + [{"phase": "total", "seconds": round(time.monotonic() - TIMELINE.started, 2)}]
+        sidecar.timeline = TIMELINE.as_json() + [
+            {"phase": "total", "seconds": round(time.monotonic() - TIMELINE.started, 2)}
+        ]
         try:
             atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
         except ToolError as error:  # the sidecar written at install stays valid; only the config phase is missing
@@ -4579,7 +5262,10 @@ def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sideca
     ]
     if built:
         if sidecar.engine_check:
-            report.append(f"Check       {sidecar.engine_check.get('line')}" + (" (FP16 fell back to FP32)" if sidecar.precision_fallback else ""))
+            report.append(
+                f"Check       {sidecar.engine_check.get('line')}"
+                + (" (FP16 fell back to FP32)" if sidecar.precision_fallback else "")
+            )
         report.append(f"Timeline    {TIMELINE.line()}")
     if options.verbosity >= 1:
         print("\n".join(report), flush=True)
@@ -4595,7 +5281,10 @@ def run_benchmark(options: Options) -> int:
     if not state.valid or state.sidecar is None:
         others = [p.name for p in Path(plan.engine_dir).glob(f"{plan.key.model}_*.json") if p != plan.sidecar_path]
         if others and not plan.sidecar_path.exists():
-            raise ToolError(f"the engines in {plan.engine_dir} ({', '.join(sorted(others))}) were built for another GPU/TensorRT/options; run without --benchmark first to build for {gpu.name}", EXIT_USAGE)
+            raise ToolError(
+                f"the engines in {plan.engine_dir} ({', '.join(sorted(others))}) were built for another GPU/TensorRT/options; run without --benchmark first to build for {gpu.name}",
+                EXIT_USAGE,
+            )
         raise ToolError(f"no engine ({state.reason}); run without --benchmark first", EXIT_BUILD_FAILED)
     sidecar = state.sidecar
     if options.batches is None:
@@ -4608,14 +5297,25 @@ def run_benchmark(options: Options) -> int:
     if options.compare_trtexec:
         trtexec_compare(plan, sidecar, results)
     if options.json:
-        print(json.dumps({
-            "gpu": gpu.as_json(), "tensorrt_version": trt_version, "engine": str(plan.engine_path),
-            "precision": sidecar.precision_built, "imgsz": sidecar.key.imgsz,
-            "engine_build_seconds": sidecar.build_seconds, "seconds_per_batch": options.seconds,
-            "results": [dataclasses.asdict(r) for r in results],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "gpu": gpu.as_json(),
+                    "tensorrt_version": trt_version,
+                    "engine": str(plan.engine_path),
+                    "precision": sidecar.precision_built,
+                    "imgsz": sidecar.key.imgsz,
+                    "engine_build_seconds": sidecar.build_seconds,
+                    "seconds_per_batch": options.seconds,
+                    "results": [dataclasses.asdict(r) for r in results],
+                },
+                indent=2,
+            )
+        )
     else:
-        print(f"{gpu.name} (sm {gpu.compute_capability}), TensorRT {trt_version}, {sidecar.key.imgsz}x{sidecar.key.imgsz}")
+        print(
+            f"{gpu.name} (sm {gpu.compute_capability}), TensorRT {trt_version}, {sidecar.key.imgsz}x{sidecar.key.imgsz}"
+        )
         print(benchmark_table(results, sidecar))
     return EXIT_OK
 
