@@ -505,14 +505,16 @@ _VALUE_FLAGS: tuple[tuple[str, str | None, str, Callable[[str], Any], str], ...]
         "VALIDATE",
         "validate",
         _choice("--validate", ("quick", "full")),
-        "ONNX check on the CPU: quick = batch 1 on a real image (the engine's reference); full = also min/opt/max batch, for machines without a GPU (default quick)",
+        "ONNX check on the CPU: quick = batch 1 on a real image (the engine's reference); full = also min/opt/max "
+        "batch, for machines without a GPU (default quick)",
     ),
     (
         "--engine-store",
         "ENGINE_STORE",
         "engine_store",
         parse_store_url,
-        "share engines across a fleet: s3://bucket/prefix (AWS_* variables and ~/.aws files) or file:///path (default: off)",
+        "share engines across a fleet: s3://bucket/prefix (AWS_* variables and ~/.aws files) or file:///path "
+        "(default: off)",
     ),
     (
         "--engine-store-mode",
@@ -539,8 +541,11 @@ def _metavar(dest: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="auto_build_engine.py",
-        description="Detect the GPU, export YOLO11 to ONNX, build a TensorRT engine for this GPU and write the DeepStream nvinfer config. Without --force it builds only when no valid engine exists.",
-        epilog="Exit codes: 0 done; 1 build failed (with --check: a build is needed); 2 bad usage or input; 3 environment missing (no GPU/driver, no TensorRT); 130/143 interrupted. Every option also reads the environment variable named in brackets.",
+        description="Detect the GPU, export YOLO11 to ONNX, build a TensorRT engine for this GPU and write the "
+        "DeepStream nvinfer config. Without --force it builds only when no valid engine exists.",
+        epilog="Exit codes: 0 done; 1 build failed (with --check: a build is needed); 2 bad usage or input; 3 "
+        "environment missing (no GPU/driver, no TensorRT); 130/143 interrupted. Every option also reads the "
+        "environment variable named in brackets.",
     )
     for flag, env, dest, _, help_text in _VALUE_FLAGS:
         parser.add_argument(flag, dest=dest, metavar=_metavar(dest), help=f"{help_text} [{env}]", default=None)
@@ -553,12 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-env",
         action="store_true",
-        help="only validate the options and environment variables with the rules of a run (silent when valid, one line and exit 2 when not); imports nothing heavy, touches no GPU",
+        help="only validate the options and environment variables with the rules of a run (silent when valid, one "
+        "line and exit 2 when not); imports nothing heavy, touches no GPU",
     )
     parser.add_argument(
         "--deep",
         action="store_true",
-        help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole engine; the first --check of each engine does it anyway)",
+        help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole "
+        "engine; the first --check of each engine does it anyway)",
     )
     parser.add_argument("--info", action="store_true", help="print the system report and exit")
     parser.add_argument("--json", action="store_true", help="with --info: machine-readable JSON")
@@ -643,11 +650,13 @@ def validate_options(options: Options) -> None:
         raise ToolError("--pt and --onnx are exclusive (PT_PATH/ONNX_PATH too): give one model source")
     if not options.min_batch <= options.opt_batch <= options.max_batch:
         raise ToolError(
-            f"batch profile must satisfy min <= opt <= max (got --min-batch {options.min_batch}, --opt-batch {options.opt_batch}, --max-batch {options.max_batch})"
+            f"batch profile must satisfy min <= opt <= max (got --min-batch {options.min_batch}, --opt-batch "
+            f"{options.opt_batch}, --max-batch {options.max_batch})"
         )
     if options.num_sources > options.max_batch:
         raise ToolError(
-            f"--num-sources {options.num_sources} exceeds --max-batch {options.max_batch}: raise MAX_BATCH or use fewer sources"
+            f"--num-sources {options.num_sources} exceeds --max-batch {options.max_batch}: raise MAX_BATCH or use "
+            "fewer sources"
         )
     if options.json and not (options.info or options.benchmark):
         raise ToolError("--json goes with --info or --benchmark")
@@ -682,12 +691,14 @@ def validate_options(options: Options) -> None:
         timeout = -1.0
     if not 0 <= timeout < float("inf"):
         raise ToolError(
-            f"{LOCK_TIMEOUT_ENV} must be a number of seconds (e.g. {DEFAULT_LOCK_TIMEOUT_S:.0f}), got {os.environ.get(LOCK_TIMEOUT_ENV)!r}"
+            f"{LOCK_TIMEOUT_ENV} must be a number of seconds (e.g. {DEFAULT_LOCK_TIMEOUT_S:.0f}), got "
+            f"{os.environ.get(LOCK_TIMEOUT_ENV)!r}"
         )
     if (options.pt or options.onnx) and len(model_label(options)) > MAX_MODEL_LABEL:
         flag = "--onnx" if options.onnx else "--pt"
         raise ToolError(
-            f"{flag}: the file name gives a model name of {len(model_label(options))} characters, too long for the engine file name; rename it to at most {MAX_MODEL_LABEL} characters"
+            f"{flag}: the file name gives a model name of {len(model_label(options))} characters, too long for the "
+            f"engine file name; rename it to at most {MAX_MODEL_LABEL} characters"
         )
 
 
@@ -724,7 +735,8 @@ def _validate_path(flag: str, path: Path) -> None:
         encoded = text.encode("utf-8")
     except UnicodeEncodeError:
         raise ToolError(
-            f"{flag}: {text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 (nvinfer's config is UTF-8); use a UTF-8 path"
+            f"{flag}: {text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 (nvinfer's config is UTF-8); "
+            "use a UTF-8 path"
         ) from None
     if len(encoded) > MAX_PATH_BYTES:
         raise ToolError(f"{flag}: the path has {len(encoded)} bytes; use a path of at most {MAX_PATH_BYTES}")
@@ -1035,7 +1047,8 @@ class SystemInfo:
         """The GPU to build for, or a ToolError that says what to do."""
         if not self.gpus:
             raise ToolError(
-                f"no NVIDIA GPU visible ({self.missing.get('gpu', 'unknown reason')}); run the container with --gpus all",
+                f"no NVIDIA GPU visible ({self.missing.get('gpu', 'unknown reason')}); run the container with "
+                "--gpus all",
                 EXIT_ENVIRONMENT,
             )
         for gpu in self.gpus:
@@ -1076,7 +1089,8 @@ class SystemInfo:
             rows.append(
                 (
                     f"  GPU {gpu.index}",
-                    f"{gpu.name}, sm {gpu.compute_capability}, {gpu.memory_total_mib} MiB ({gpu.memory_free_mib} free), {fp16}, {gpu.uuid}",
+                    f"{gpu.name}, sm {gpu.compute_capability}, {gpu.memory_total_mib} MiB ({gpu.memory_free_mib} "
+                    f"free), {fp16}, {gpu.uuid}",
                 )
             )
         rows += [
@@ -1406,14 +1420,16 @@ def load_checkpoint_dict(path: Path) -> Any:
     serialization = torch.serialization
     if not hasattr(serialization, "get_unsafe_globals_in_checkpoint") or not hasattr(serialization, "safe_globals"):
         raise ToolError(
-            f"loading .pt weights safely needs torch >= 2.6 (this is {torch.__version__}); upgrade torch or pass --onnx",
+            f"loading .pt weights safely needs torch >= 2.6 (this is {torch.__version__}); upgrade torch or pass "
+            "--onnx",
             EXIT_ENVIRONMENT,
         )
     try:
         needed = serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as error:
         raise ToolError(
-            f"{path} is not a torch zip checkpoint ({type(error).__name__}); re-save it with ultralytics or pass --onnx",
+            f"{path} is not a torch zip checkpoint ({type(error).__name__}); re-save it with ultralytics or pass "
+            "--onnx",
             EXIT_USAGE,
         ) from None
     entries: list[Any] = []
@@ -1433,7 +1449,8 @@ def load_checkpoint_dict(path: Path) -> Any:
         printable = sorted("".join(ch if ch.isprintable() else "?" for ch in name) for name in refused)
         shown = ", ".join(printable[:4]) + (f" and {len(refused) - 4} more" if len(refused) > 4 else "")
         raise ToolError(
-            f"{path} was not loaded: it names {shown}, outside the YOLO checkpoint allow-list (unpickling it could run code); re-save it with ultralytics or pass an ONNX with --onnx",
+            f"{path} was not loaded: it names {shown}, outside the YOLO checkpoint allow-list (unpickling it could "
+            "run code); re-save it with ultralytics or pass an ONNX with --onnx",
             EXIT_USAGE,
         )
     if "numpy.dtype" in needed:  # BUILD of a dtype needs its concrete class
@@ -1449,7 +1466,8 @@ def load_checkpoint_dict(path: Path) -> Any:
         reason = next((line.strip() for line in tail.splitlines() if line.strip()), "refused")
         reason = "".join(ch if ch.isprintable() else "?" for ch in reason)[:200]
         raise ToolError(
-            f"{path} was not loaded: {reason} (weights_only load); re-save it with ultralytics or pass an ONNX with --onnx",
+            f"{path} was not loaded: {reason} (weights_only load); re-save it with ultralytics or pass an ONNX "
+            "with --onnx",
             EXIT_USAGE,
         ) from None
 
@@ -1628,7 +1646,8 @@ def _graph_layout(model_proto: Any, path: Path) -> str:
     seen = _seen(model_proto)
     if len(inputs) != 1:
         raise ToolError(
-            f"{path}: expected one image input, found {len(inputs)} ({[i.name for i in inputs]}); this is not a YOLO detector ONNX ({seen})",
+            f"{path}: expected one image input, found {len(inputs)} ({[i.name for i in inputs]}); this is not a "
+            f"YOLO detector ONNX ({seen})",
             EXIT_USAGE,
         )
     meta = _read_metadata(model_proto)
@@ -1640,23 +1659,27 @@ def _graph_layout(model_proto: Any, path: Path) -> str:
         )
     if len(graph.output) != 1:
         raise ToolError(
-            f"{path}: expected one output, found {len(graph.output)} (segment/pose models are not detectors); export a YOLO detection model ({seen})",
+            f"{path}: expected one output, found {len(graph.output)} (segment/pose models are not detectors); "
+            f"export a YOLO detection model ({seen})",
             EXIT_USAGE,
         )
     in_dims, out_dims = _dims(inputs[0]), _dims(graph.output[0])
     if len(in_dims) != 4 or in_dims[1] != 3:
         raise ToolError(
-            f"{path}: input {inputs[0].name} has shape {in_dims}, expected [B,3,H,W]; this is not a YOLO detector ONNX ({seen})",
+            f"{path}: input {inputs[0].name} has shape {in_dims}, expected [B,3,H,W]; this is not a YOLO detector "
+            f"ONNX ({seen})",
             EXIT_USAGE,
         )
     if not _is_dynamic(in_dims[0]):
         raise ToolError(
-            f"{path}: the batch axis is static ({in_dims[0]}); re-export with a dynamic batch axis or pass --pt (ultralytics: export dynamic=True; {seen})",
+            f"{path}: the batch axis is static ({in_dims[0]}); re-export with a dynamic batch axis or pass --pt "
+            f"(ultralytics: export dynamic=True; {seen})",
             EXIT_USAGE,
         )
     if len(out_dims) != 3:
         raise ToolError(
-            f"{path}: output {graph.output[0].name} has rank {len(out_dims)}, expected [B,N,6] or [B,4+nc,N]; this is not a YOLO detector ONNX ({seen})",
+            f"{path}: output {graph.output[0].name} has rank {len(out_dims)}, expected [B,N,6] or [B,4+nc,N]; this "
+            f"is not a YOLO detector ONNX ({seen})",
             EXIT_USAGE,
         )
     middle, last = out_dims[1], out_dims[2]
@@ -1777,12 +1800,14 @@ def check_batch_slots(path: Path, imgsz: int, batch: int = 2) -> None:
         (output,) = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: np.repeat(image, batch, axis=0)})
     except Exception as error:
         raise ToolError(
-            f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}); export it again with a dynamic batch axis",
+            f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}); export it again with a dynamic "
+            "batch axis",
             EXIT_USAGE,
         ) from None
     if output.shape[0] != batch:
         raise ToolError(
-            f"{path}: at batch {batch} the output has {output.shape[0]} image slots; export it again with a dynamic batch axis",
+            f"{path}: at batch {batch} the output has {output.shape[0]} image slots; export it again with a "
+            "dynamic batch axis",
             EXIT_USAGE,
         )
     first = np.sort(output[0], axis=0)
@@ -1792,7 +1817,9 @@ def check_batch_slots(path: Path, imgsz: int, batch: int = 2) -> None:
         if other.shape != first.shape or not (np.abs(other - first) <= tolerance).all():
             scored = [int((output[k][:, 4] > 0).sum()) for k in range(batch)]
             raise ToolError(
-                f"{path}: the same image gives other detections in batch slot {slot} than in slot 0 (rows with a score per slot: {scored}); the graph serves only part of a batch: export it again without nms=True, or pass --pt",
+                f"{path}: the same image gives other detections in batch slot {slot} than in slot 0 (rows with a "
+                f"score per slot: {scored}); the graph serves only part of a batch: export it again without "
+                "nms=True, or pass --pt",
                 EXIT_USAGE,
             )
 
@@ -1985,12 +2012,14 @@ def check_checkpoint_archive(path: Path) -> None:
     available = _available_memory_bytes()
     if declared > MAX_CHECKPOINT_EXPANSION * on_disk + (64 << 20):
         raise ToolError(
-            f"{path} declares {declared >> 20} MiB of data in {on_disk / (1 << 20):.1f} MiB (a zip bomb or not a torch checkpoint); re-download or re-export it",
+            f"{path} declares {declared >> 20} MiB of data in {on_disk / (1 << 20):.1f} MiB (a zip bomb or not a "
+            "torch checkpoint); re-download or re-export it",
             EXIT_USAGE,
         )
     if available is not None and declared > available:
         raise ToolError(
-            f"{path} declares {declared >> 20} MiB of data but only {available >> 20} MiB of memory is available; free memory or re-export it",
+            f"{path} declares {declared >> 20} MiB of data but only {available >> 20} MiB of memory is available; "
+            "free memory or re-export it",
             EXIT_USAGE,
         )
 
@@ -2044,7 +2073,8 @@ def letterbox_image(path: Path | None, size: int) -> tuple[Any, str]:
             image = None
     if image is None:
         notice(
-            f"{REFERENCE_IMAGE} (ultralytics assets) or OpenCV not found; the ONNX/engine comparison uses a synthetic test scene"
+            f"{REFERENCE_IMAGE} (ultralytics assets) or OpenCV not found; the ONNX/engine comparison uses a "
+            "synthetic test scene"
         )
         canvas: Any = np.full((size, size, 3), LETTERBOX_GREY, dtype=np.uint8)
         for index, (x, y, w, h) in enumerate(((0.1, 0.2, 0.3, 0.5), (0.5, 0.1, 0.4, 0.3), (0.55, 0.55, 0.35, 0.35))):
@@ -2285,9 +2315,15 @@ def check_engine_outputs(reference: Reference, outputs: dict[int, Any]) -> Engin
     batches = sorted(outputs)
     where = f"engine vs ONNX on {reference.image_name} at batch {','.join(map(str, batches))}"
     if failure is not None:
-        line = f"{where}: MISMATCH at {failure} (needs IoU >= {COMPARE_MIN_IOU}, same class, score within {COMPARE_SCORE_TOLERANCE})"
+        line = (
+            f"{where}: MISMATCH at {failure} (needs IoU >= {COMPARE_MIN_IOU}, same class, score within "
+            f"{COMPARE_SCORE_TOLERANCE})"
+        )
     else:
-        line = f"{where}: {count}/{count} boxes matched in every slot, min IoU {worst_iou:.3f}, max score diff {worst_diff:.3f}, classes equal{f' but {ties} class ties' if ties else ''}, slots identical"
+        line = (
+            f"{where}: {count}/{count} boxes matched in every slot, min IoU {worst_iou:.3f}, max score diff "
+            f"{worst_diff:.3f}, classes equal{f' but {ties} class ties' if ties else ''}, slots identical"
+        )
     return EngineCheck(
         failure is None,
         line,
@@ -2330,7 +2366,8 @@ class YOLOExporter:
                 raise
             result.reference.settings.num_classes = result.num_classes
         log(
-            f"ONNX ({result.origin}): {result.path} [{result.model_name}, {result.imgsz}x{result.imgsz}, {result.num_classes} classes]"
+            f"ONNX ({result.origin}): {result.path} [{result.model_name}, {result.imgsz}x{result.imgsz}, "
+            f"{result.num_classes} classes]"
         )
         return result
 
@@ -2416,12 +2453,14 @@ class YOLOExporter:
                 found = Path(attempt_download_asset(str(staging / weights.name)))
             except Exception as error:
                 raise ToolError(
-                    f"{weights.name} not found in {searched} and the download failed ({type(error).__name__}); put the file there, or check the name and the network",
+                    f"{weights.name} not found in {searched} and the download failed ({type(error).__name__}); put "
+                    "the file there, or check the name and the network",
                     EXIT_USAGE,
                 ) from None
             if not found.is_file():
                 raise ToolError(
-                    f"{weights.name} not found in {searched} and not downloadable (offline, or not an official model name); put the file there or pass --pt/--onnx",
+                    f"{weights.name} not found in {searched} and not downloadable (offline, or not an official "
+                    "model name); put the file there or pass --pt/--onnx",
                     EXIT_USAGE,
                 )
             if found.parent != staging:  # already in ultralytics' weights_dir: use it where it is
@@ -2447,7 +2486,8 @@ class YOLOExporter:
         if is_recorded_download(weights, sha256):
             return
         raise ToolError(
-            f"{weights} was found by searching, not named, and this tool did not download it; a .pt can run code when loaded: if you trust it, set PT_PATH={os.path.abspath(weights)} (or --pt)",
+            f"{weights} was found by searching, not named, and this tool did not download it; a .pt can run code "
+            f"when loaded: if you trust it, set PT_PATH={os.path.abspath(weights)} (or --pt)",
             EXIT_USAGE,
         )
 
@@ -2461,7 +2501,8 @@ class YOLOExporter:
             cfg = yaml_model_load(str(path))
         except Exception:
             raise ToolError(
-                f"--pt {path}: model yaml not found or unreadable (neither a file nor an ultralytics model cfg like yolo11n.yaml)",
+                f"--pt {path}: model yaml not found or unreadable (neither a file nor an ultralytics model cfg "
+                "like yolo11n.yaml)",
                 EXIT_USAGE,
             ) from None
         if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
@@ -2516,7 +2557,8 @@ class YOLOExporter:
             except Exception as error:
                 first = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 raise ToolError(
-                    f"{source} is not a loadable YOLO checkpoint ({type(error).__name__}{': ' + first[:160] if first else ''}); re-download or re-export it",
+                    f"{source} is not a loadable YOLO checkpoint "
+                    f"({type(error).__name__}{': ' + first[:160] if first else ''}); re-download or re-export it",
                     EXIT_USAGE,
                 ) from None
         self._check_detector(model, source)
@@ -2538,7 +2580,8 @@ class YOLOExporter:
         ):
             kind = task or type(head).__name__
             raise ToolError(
-                f"{source}: a {kind} model (head {type(head).__name__}), not a YOLO detection model; give a detection .pt",
+                f"{source}: a {kind} model (head {type(head).__name__}), not a YOLO detection model; give a "
+                "detection .pt",
                 EXIT_USAGE,
             )
 
@@ -2618,7 +2661,8 @@ class YOLOExporter:
         if getattr(head, "one2one_cv2", None) is not None:
             if getattr(head, "cv2", None) is None:
                 raise ToolError(
-                    "this model has only an end-to-end (NMS-free) head; export needs the one-to-many head (nvinfer does the NMS)",
+                    "this model has only an end-to-end (NMS-free) head; export needs the one-to-many head (nvinfer "
+                    "does the NMS)",
                     EXIT_USAGE,
                 )
             head._end2end = False  # one-to-many branch: nvinfer cluster-mode=2 does the NMS
@@ -2693,7 +2737,8 @@ class YOLOExporter:
             for axis, label in ((2, "height"), (3, "width")):
                 if not _is_dynamic(in_dims[axis]) and in_dims[axis] != imgsz:
                     raise ToolError(
-                        f"{path}: input {label} is {in_dims[axis]} but --imgsz is {imgsz}; pass --imgsz {in_dims[axis]} or re-export at {imgsz}",
+                        f"{path}: input {label} is {in_dims[axis]} but --imgsz is {imgsz}; pass --imgsz "
+                        f"{in_dims[axis]} or re-export at {imgsz}",
                         EXIT_USAGE,
                     )
         given_out = _dims(graph.output[0]) if len(graph.output) == 1 else []
@@ -2706,7 +2751,9 @@ class YOLOExporter:
         max_batch = self.options.max_batch
         if nms_batch and nms_batch < max_batch:
             raise ToolError(
-                f"{path}: ultralytics' embedded NMS (export nms=True) was traced for batch {nms_batch}, so images {nms_batch + 1}..{max_batch} of a batch would get no detections; export again without nms=True (nvinfer does the NMS) or with nms=True batch={max_batch} dynamic=True",
+                f"{path}: ultralytics' embedded NMS (export nms=True) was traced for batch {nms_batch}, so images "
+                f"{nms_batch + 1}..{max_batch} of a batch would get no detections; export again without nms=True "
+                f"(nvinfer does the NMS) or with nms=True batch={max_batch} dynamic=True",
                 EXIT_USAGE,
             )
         names = self._given_class_names(path, meta, layout, _dims(graph.output[0]))
@@ -2747,7 +2794,8 @@ class YOLOExporter:
             return default_class_names(count)
         if nc is not None and len(names) != nc:
             raise ToolError(
-                f"{path}: the model has {nc} classes but {origin} names {len(names)}; fix {LABELS_FILE_NAME} or the export",
+                f"{path}: the model has {nc} classes but {origin} names {len(names)}; fix {LABELS_FILE_NAME} or "
+                "the export",
                 EXIT_USAGE,
             )
         return names
@@ -2798,7 +2846,8 @@ class YOLOExporter:
         except Exception as error:
             first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             raise ToolError(
-                f"{path}: the adapted copy fails the ONNX checker ({first}); export it again with ultralytics' defaults or pass --pt",
+                f"{path}: the adapted copy fails the ONNX checker ({first}); export it again with ultralytics' "
+                "defaults or pass --pt",
                 EXIT_USAGE,
             ) from None
         atomic_write_bytes(target, data)
@@ -2825,7 +2874,9 @@ class YOLOExporter:
             onnx.checker.check_model(str(path))  # path form: also works past the 2 GB protobuf limit
         except Exception as error:
             raise ToolError(
-                f"{path} fails the ONNX checker ({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}); export it again",
+                f"{path} fails the ONNX checker "
+                f"({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}); "
+                "export it again",
                 EXIT_USAGE,
             ) from None
         model_proto = _load_onnx(path, load_external_data=False)
@@ -2838,7 +2889,8 @@ class YOLOExporter:
             or graph.output[0].name != ONNX_OUTPUT_NAME
         ):
             raise ToolError(
-                f"{path}: expected one input {ONNX_INPUT_NAME!r} and one output {ONNX_OUTPUT_NAME!r}, found {[i.name for i in inputs]} -> {[o.name for o in graph.output]}",
+                f"{path}: expected one input {ONNX_INPUT_NAME!r} and one output {ONNX_OUTPUT_NAME!r}, found "
+                f"{[i.name for i in inputs]} -> {[o.name for o in graph.output]}",
                 EXIT_USAGE,
             )
         float32 = onnx.TensorProto.FLOAT
@@ -2880,7 +2932,9 @@ class YOLOExporter:
             if checked and per_image and available is not None and per_image * batch > 0.8 * available:
                 # yolo11x at 1280 needs about 1 GB of host RAM per image on onnxruntime CPU
                 notice(
-                    f"onnxruntime check at batch {batch} skipped: it needs about {per_image * batch >> 20} MiB, {available >> 20} MiB available (TensorRT still builds the profile up to --max-batch {options.max_batch})"
+                    f"onnxruntime check at batch {batch} skipped: it needs about {per_image * batch >> 20} MiB, "
+                    f"{available >> 20} MiB available (TensorRT still builds the profile up to --max-batch "
+                    f"{options.max_batch})"
                 )
                 break
             bar.update(f"onnxruntime batch {batch} on {image_name}", done, len(batches))
@@ -2889,13 +2943,15 @@ class YOLOExporter:
                 (output,) = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: images})
             except Exception as error:
                 raise ToolError(
-                    f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}: {str(error).strip().splitlines()[0][:160] if str(error).strip() else ''}); export it again",
+                    f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}: "
+                    f"{str(error).strip().splitlines()[0][:160] if str(error).strip() else ''}); export it again",
                     EXIT_USAGE,
                 ) from None
             anchors = anchors or output.shape[1]
             if output.shape != (batch, anchors, 6) or output.dtype != np.float32:
                 raise ToolError(
-                    f"{path}: onnxruntime output at batch {batch} is {list(output.shape)} {output.dtype}, expected [{batch},{anchors},6] float32",
+                    f"{path}: onnxruntime output at batch {batch} is {list(output.shape)} {output.dtype}, expected "
+                    f"[{batch},{anchors},6] float32",
                     EXIT_USAGE,
                 )
             if not np.isfinite(output).all():
@@ -2906,7 +2962,8 @@ class YOLOExporter:
                 result = compare_detections(reference.rows, output[slot], settings)
                 if not result.ok:
                     raise ToolError(
-                        f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image ({result.figures()}); the graph mixes batch slots, export it again",
+                        f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image "
+                        f"({result.figures()}); the graph mixes batch slots, export it again",
                         EXIT_USAGE,
                     )
             checked.append(batch)
@@ -2918,7 +2975,8 @@ class YOLOExporter:
         assert reference is not None
         boxes = len(reference.detections)
         bar.finish(
-            f"valid: [B,3,{imgsz},{imgsz}] -> [B,{anchors},6], onnxruntime batch {','.join(map(str, checked))} on {image_name}: {boxes} boxes (the reference for the engine)"
+            f"valid: [B,3,{imgsz},{imgsz}] -> [B,{anchors},6], onnxruntime batch {','.join(map(str, checked))} on "
+            f"{image_name}: {boxes} boxes (the reference for the engine)"
         )
         return reference
 
@@ -3110,7 +3168,9 @@ class Sidecar:
             raise ValueError(f"sidecar {Path(path).name} is a directory") from None
         except PermissionError:  # not "no sidecar": another uid built it with a mode this uid cannot read
             raise ToolError(
-                f"uid {os.getuid()} cannot read the sidecar {path} (permission denied): the engine there was built by another uid; share the volume through a group (setgid directory, umask 0027 or 0007: README Security) or run as that uid",
+                f"uid {os.getuid()} cannot read the sidecar {path} (permission denied): the engine there was built "
+                "by another uid; share the volume through a group (setgid directory, umask 0027 or 0007: README "
+                "Security) or run as that uid",
                 EXIT_USAGE,
             ) from None
         except OSError:
@@ -3321,13 +3381,15 @@ class BuildLock:
             self._lock.acquire(timeout=0)
         except Timeout:
             log(
-                f"another process holds {self.path} ({self._owner()}); waiting up to {self.timeout_s:.0f}s ({LOCK_TIMEOUT_ENV})"
+                f"another process holds {self.path} ({self._owner()}); waiting up to {self.timeout_s:.0f}s "
+                f"({LOCK_TIMEOUT_ENV})"
             )
             try:
                 self._lock.acquire(timeout=self.timeout_s)
             except Timeout:
                 raise ToolError(
-                    f"timed out after {self.timeout_s:.0f}s waiting for {self.path} ({self._owner()}); raise {LOCK_TIMEOUT_ENV} or stop the other build",
+                    f"timed out after {self.timeout_s:.0f}s waiting for {self.path} ({self._owner()}); raise "
+                    f"{LOCK_TIMEOUT_ENV} or stop the other build",
                     EXIT_BUILD_FAILED,
                 ) from None
         except OSError as error:
@@ -3370,7 +3432,8 @@ class BuildLock:
 
         kind = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         return ToolError(
-            f"{self.path} is {kind}; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it points to was touched)",
+            f"{self.path} is {kind}; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it "
+            "points to was touched)",
             EXIT_USAGE,
         )
 
@@ -3379,7 +3442,8 @@ class BuildLock:
 
         if error.errno == errno.ELOOP:
             return ToolError(
-                f"{self.path} is a symlink; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it points to was touched)",
+                f"{self.path} is a symlink; the build lock must be a plain file in ENGINE_DIR: remove it (nothing "
+                "it points to was touched)",
                 EXIT_USAGE,
             )
         if isinstance(error, PermissionError) and self.path.exists():
@@ -3389,7 +3453,8 @@ class BuildLock:
             except OSError:
                 detail = "not readable"
             return ToolError(
-                f"{self.path} is not writable by uid {os.getuid()} ({detail}); several uids on one volume need a group-writable ENGINE_DIR and umask 0002 or 0007 (README: Security)",
+                f"{self.path} is not writable by uid {os.getuid()} ({detail}); several uids on one volume need a "
+                "group-writable ENGINE_DIR and umask 0002 or 0007 (README: Security)",
                 EXIT_USAGE,
             )
         return ToolError(f"cannot create {self.path} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE)
@@ -3641,7 +3706,8 @@ class EngineBuilder:
             from modelopt.onnx.autocast import convert_to_mixed_precision
         except ImportError:
             raise ToolError(
-                "TensorRT 11 needs nvidia-modelopt[onnx] for FP16; pip install 'nvidia-modelopt[onnx]' or use --precision fp32",
+                "TensorRT 11 needs nvidia-modelopt[onnx] for FP16; pip install 'nvidia-modelopt[onnx]' or use "
+                "--precision fp32",
                 EXIT_ENVIRONMENT,
             ) from None
         log("converting the ONNX to mixed FP16 with ModelOpt AutoCast (TensorRT 11 takes precision from the ONNX)")
@@ -3660,7 +3726,8 @@ class EngineBuilder:
         if not parser.parse_from_file(str(onnx_path)):
             errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
             raise ToolError(
-                f"TensorRT cannot parse {onnx_path.name}: {'; '.join(errors) or 'unknown parser error'}; re-export the ONNX (opset 17) or pass --pt"
+                f"TensorRT cannot parse {onnx_path.name}: {'; '.join(errors) or 'unknown parser error'}; re-export "
+                "the ONNX (opset 17) or pass --pt"
             )
         self._parser = parser  # keep alive with the network
 
@@ -3675,11 +3742,13 @@ class EngineBuilder:
             raise ToolError(f"input {tensor.name} has shape {shape}; expected [B,3,H,W]")
         if shape[0] != -1:
             raise ToolError(
-                f"input {tensor.name} has a static batch of {shape[0]}; re-export with a dynamic batch axis or pass --pt"
+                f"input {tensor.name} has a static batch of {shape[0]}; re-export with a dynamic batch axis or "
+                "pass --pt"
             )
         if shape[2:] != (size, size):
             raise ToolError(
-                f"input {tensor.name} is {shape[2]}x{shape[3]} but --imgsz is {size}; pass --imgsz {shape[2]} or re-export"
+                f"input {tensor.name} is {shape[2]}x{shape[3]} but --imgsz is {size}; pass --imgsz {shape[2]} or "
+                "re-export"
             )
         return str(tensor.name)
 
@@ -3757,7 +3826,8 @@ def smoke_test(
         import pycuda.driver as cuda
     except ImportError:
         notice(
-            "smoke test skipped: pycuda is not installed (the engine deserialized and its shapes are right; the comparison with the ONNX did not run)"
+            "smoke test skipped: pycuda is not installed (the engine deserialized and its shapes are right; the "
+            "comparison with the ONNX did not run)"
         )
         return None
     cuda.init()
@@ -3868,7 +3938,8 @@ def install_files(
                 _remove_quietly(tmp)
         if isinstance(error, OSError):
             raise ToolError(
-                f"cannot write {target} ({error.strerror}); free space or fix permissions (the previous files are unchanged)",
+                f"cannot write {target} ({error.strerror}); free space or fix permissions (the previous files are "
+                "unchanged)",
                 EXIT_BUILD_FAILED,
             ) from None
         raise
@@ -3951,7 +4022,8 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
         lock.release()
     if count:
         notice(
-            f"removed {count} temp file{'s' if count != 1 else ''} left by an interrupted run, freed {freed / 1e6:.1f} MB"
+            f"removed {count} temp file{'s' if count != 1 else ''} left by an interrupted run, freed "
+            f"{freed / 1e6:.1f} MB"
         )
 
 
@@ -4371,7 +4443,8 @@ class FleetEnsure:
                     return self.try_pull()
             if not announced and holder:
                 log(
-                    f"{holder.get('host', '?')} pid {holder.get('pid', '?')} is building {self.plan.stem} for the fleet; waiting up to {timeout:.0f}s ({LOCK_TIMEOUT_ENV}) to pull it"
+                    f"{holder.get('host', '?')} pid {holder.get('pid', '?')} is building {self.plan.stem} for the "
+                    f"fleet; waiting up to {timeout:.0f}s ({LOCK_TIMEOUT_ENV}) to pull it"
                 )
                 announced = True
             pulled = self.try_pull()
@@ -4403,7 +4476,8 @@ class FleetEnsure:
             return None
         if stored.key != self.plan.key or stored.onnx.sha256 != self.onnx_stamp.sha256:
             log(
-                f"engine store: {self.entry} holds an engine for other options (opt/min batch or precision request); building here"
+                f"engine store: {self.entry} holds an engine for other options (opt/min batch or precision "
+                "request); building here"
             )
             self.foreign = True
             return None
@@ -4436,7 +4510,8 @@ class FleetEnsure:
                 os.fsync(handle.fileno())
             if size != stored.engine_size or digest != stored.engine_sha256:
                 notice(
-                    f"engine store: {self.entry}/{plan.stem}.engine does not match its sidecar (sha256 {digest[:12]}, expected {stored.engine_sha256[:12]}); refused, building here"
+                    f"engine store: {self.entry}/{plan.stem}.engine does not match its sidecar (sha256 "
+                    f"{digest[:12]}, expected {stored.engine_sha256[:12]}); refused, building here"
                 )
                 self.broken = True
                 return None
@@ -4655,11 +4730,13 @@ class DeepStreamConfig:
         sidecar, options = self.sidecar, self.options
         if self.batch_size > sidecar.max_batch:
             raise ToolError(
-                f"NUM_SOURCES {self.batch_size} exceeds the engine's max batch {sidecar.max_batch}; rebuild with MAX_BATCH >= {self.batch_size}"
+                f"NUM_SOURCES {self.batch_size} exceeds the engine's max batch {sidecar.max_batch}; rebuild with "
+                f"MAX_BATCH >= {self.batch_size}"
             )
         if sidecar.precision_built not in NETWORK_MODE:
             raise ToolError(
-                f"sidecar {self.plan.sidecar_path.name} records unknown precision {sidecar.precision_built!r}; rebuild with --force"
+                f"sidecar {self.plan.sidecar_path.name} records unknown precision {sidecar.precision_built!r}; "
+                "rebuild with --force"
             )
         size = sidecar.key.imgsz
         return {
@@ -4694,7 +4771,8 @@ class DeepStreamConfig:
     def render(self) -> str:
         lines = [
             "# Written by auto_build_engine.py from the engine's sidecar; rewritten whenever the engine changes.",
-            f"# engine: {self.plan.stem} ({self.sidecar.precision_built}, batch {self.sidecar.profile['min'][0]}-{self.sidecar.profile['opt'][0]}-{self.sidecar.max_batch})",
+            f"# engine: {self.plan.stem} ({self.sidecar.precision_built}, batch "
+            f"{self.sidecar.profile['min'][0]}-{self.sidecar.profile['opt'][0]}-{self.sidecar.max_batch})",
         ]
         for section, values in self.sections().items():
             for key, value in values.items():  # every value is checked before anything is written
@@ -4957,7 +5035,8 @@ def benchmark_table(results: list[BatchResult], sidecar: Sidecar) -> str:
     lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)), "-+-".join("-" * w for w in widths)]
     lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
     lines.append(
-        f"engine {sidecar.engine_file}: {sidecar.precision_built}, built in {sidecar.build_seconds:.1f} s on {sidecar.built_at}"
+        f"engine {sidecar.engine_file}: {sidecar.precision_built}, built in {sidecar.build_seconds:.1f} s on "
+        f"{sidecar.built_at}"
     )
     return "\n".join(lines)
 
@@ -4975,7 +5054,8 @@ def run_info(options: Options) -> int:
     else:
         print(info.as_table())
         print(
-            f"Engine      {engine['engine'] or 'not planned'} ({engine['origin'] or 'not built yet'}; store {engine['store'] or 'off'})"
+            f"Engine      {engine['engine'] or 'not planned'} ({engine['origin'] or 'not built yet'}; store "
+            f"{engine['store'] or 'off'})"
         )
     # the report is complete either way; no GPU is still an environment problem for callers
     return EXIT_OK if info.gpus else EXIT_ENVIRONMENT
@@ -5096,8 +5176,10 @@ def run_dry_run(options: Options) -> int:
             f"Precision   {precision} ({reason})",
         ]
     lines += [
-        f"Profile     batch {options.min_batch}/{options.opt_batch}/{options.max_batch} at 3x{options.imgsz}x{options.imgsz}",
-        f"Config      {Path(options.config_dir).absolute() / CONFIG_FILE_NAME} (batch-size {options.num_sources}, GPU {options.gpu_id})",
+        f"Profile     batch {options.min_batch}/{options.opt_batch}/{options.max_batch} at "
+        f"3x{options.imgsz}x{options.imgsz}",
+        f"Config      {Path(options.config_dir).absolute() / CONFIG_FILE_NAME} (batch-size {options.num_sources}, "
+        f"GPU {options.gpu_id})",
         f"Timeline    {TIMELINE.line()}",
     ]
     print("\n".join(lines))
@@ -5146,7 +5228,8 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         timing_cache = cache_path.read_bytes() if cache_path.exists() else None
         began = time.monotonic()
         log(
-            f"building {plan.engine_path.name} with TensorRT {plan.key.tensorrt_version} ({plan.key.precision}: {plan.precision_reason})"
+            f"building {plan.engine_path.name} with TensorRT {plan.key.tensorrt_version} ({plan.key.precision}: "
+            f"{plan.precision_reason})"
         )
         reference = getattr(onnx_model, "reference", None)
         with TIMELINE.phase("build"):  # smoke/compare is counted apart inside verify
@@ -5156,7 +5239,8 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         if check is not None and not check.ok and result.precision_built == "fp16":
             if options.precision == "fp16":
                 raise ToolError(
-                    f"the FP16 engine's detections differ from the ONNX: {check.line}; nothing was installed. Use --precision auto (falls back to FP32) or fp32",
+                    f"the FP16 engine's detections differ from the ONNX: {check.line}; nothing was installed. Use "
+                    "--precision auto (falls back to FP32) or fp32",
                     EXIT_BUILD_FAILED,
                 )
             fallback = f"the FP16 engine's detections differed from the ONNX: {check.line}"
@@ -5166,7 +5250,8 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
                 check = builder.verify(result.plan_bytes, reference)
         if check is not None and not check.ok:
             raise ToolError(
-                f"the {result.precision_built.upper()} engine's detections differ from the ONNX: {check.line}; nothing was installed. Check the ONNX (--validate full) and the TensorRT install",
+                f"the {result.precision_built.upper()} engine's detections differ from the ONNX: {check.line}; "
+                "nothing was installed. Check the ONNX (--validate full) and the TensorRT install",
                 EXIT_BUILD_FAILED,
             )
         if result.timing_cache:
@@ -5253,10 +5338,12 @@ def finish_ensure(
     assert gpu is not None
     report = [
         f"GPU         {gpu.index}: {gpu.name} (sm {gpu.compute_capability}, {gpu.memory_total_mib} MiB)",
-        f"Driver      {system.driver_version or 'unknown'} (CUDA {system.cuda_driver_version or '?'}; toolkit {system.cuda_toolkit_version or 'not installed'})",
+        f"Driver      {system.driver_version or 'unknown'} (CUDA {system.cuda_driver_version or '?'}; toolkit "
+        f"{system.cuda_toolkit_version or 'not installed'})",
         f"TensorRT    {plan.key.tensorrt_version}",
         f"DeepStream  {system.deepstream_version or 'not found'}",
-        f"Engine      {plan.engine_path} ({how}; {sidecar.precision_built}, batch {sidecar.profile['min'][0]}-{sidecar.profile['opt'][0]}-{sidecar.max_batch}, {sidecar.key.imgsz}px)",
+        f"Engine      {plan.engine_path} ({how}; {sidecar.precision_built}, batch "
+        f"{sidecar.profile['min'][0]}-{sidecar.profile['opt'][0]}-{sidecar.max_batch}, {sidecar.key.imgsz}px)",
         f"Config      {config.config_path} ({'written' if rewritten else 'unchanged'}; batch-size {config.batch_size})",
         f"Ready in    {time.monotonic() - started:.2f} s",
     ]
@@ -5282,7 +5369,8 @@ def run_benchmark(options: Options) -> int:
         others = [p.name for p in Path(plan.engine_dir).glob(f"{plan.key.model}_*.json") if p != plan.sidecar_path]
         if others and not plan.sidecar_path.exists():
             raise ToolError(
-                f"the engines in {plan.engine_dir} ({', '.join(sorted(others))}) were built for another GPU/TensorRT/options; run without --benchmark first to build for {gpu.name}",
+                f"the engines in {plan.engine_dir} ({', '.join(sorted(others))}) were built for another "
+                f"GPU/TensorRT/options; run without --benchmark first to build for {gpu.name}",
                 EXIT_USAGE,
             )
         raise ToolError(f"no engine ({state.reason}); run without --benchmark first", EXIT_BUILD_FAILED)
