@@ -4193,23 +4193,27 @@ class EngineStore:
             raise StoreError(f"download {key}: {_short_error(error)}") from None
         return size, digest.hexdigest()
 
+    def _put(self, key: str, data: bytes | Path, mode: Any) -> None:
+        """One upload with obstore's `mode`: a file in multipart chunks, bytes in one request."""
+        if isinstance(data, Path):
+            with open(data, "rb") as handle:
+                self._call(
+                    f"upload {key}",
+                    self._obs.put,
+                    self._store,
+                    key,
+                    handle,
+                    mode=mode,
+                    chunk_size=STORE_CHUNK,
+                    max_concurrency=4,
+                )
+        else:
+            self._call(f"upload {key}", self._obs.put, self._store, key, data, mode=mode)
+
     def create(self, key: str, data: bytes | Path) -> bool:
         """Conditional create (If-None-Match: *; multipart for files): False when the key exists."""
         try:
-            if isinstance(data, Path):
-                with open(data, "rb") as handle:
-                    self._call(
-                        f"upload {key}",
-                        self._obs.put,
-                        self._store,
-                        key,
-                        handle,
-                        mode="create",
-                        chunk_size=STORE_CHUNK,
-                        max_concurrency=4,
-                    )
-            else:
-                self._call(f"upload {key}", self._obs.put, self._store, key, data, mode="create")
+            self._put(key, data, "create")
             return True
         except (self._exc.AlreadyExistsError, self._exc.PreconditionError):
             return False
@@ -4220,20 +4224,7 @@ class EngineStore:
         """Overwrite; with `etag` only if the object is still that version (If-Match; S3 only)."""
         mode: Any = {"e_tag": etag} if etag and not self.local else "overwrite"
         try:
-            if isinstance(data, Path):
-                with open(data, "rb") as handle:
-                    self._call(
-                        f"upload {key}",
-                        self._obs.put,
-                        self._store,
-                        key,
-                        handle,
-                        mode=mode,
-                        chunk_size=STORE_CHUNK,
-                        max_concurrency=4,
-                    )
-            else:
-                self._call(f"upload {key}", self._obs.put, self._store, key, data, mode=mode)
+            self._put(key, data, mode)
             return True
         except (self._exc.AlreadyExistsError, self._exc.PreconditionError, FileNotFoundError, self._exc.NotFoundError):
             return False
