@@ -1730,7 +1730,7 @@ def _settle_output_shape(model_proto: Any, imgsz: int) -> None:
     for dim in probe.graph.output[0].type.tensor_type.shape.dim[1:]:
         dim.Clear()
     try:
-        found = _dims(shape_inference.infer_shapes(probe, data_prop=True).graph.output[0])
+        found: list[Any] = _dims(shape_inference.infer_shapes(probe, data_prop=True).graph.output[0])
     except Exception:
         found = []
     if len(found) != 3 or any(_is_dynamic(d) for d in found[1:]):
@@ -1767,7 +1767,7 @@ def _output_shape_at(model_proto: Any, input_name: str, imgsz: int) -> list[int]
     try:
         session = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
         elem = session.get_inputs()[0].type
-        image = np.zeros((1, 3, imgsz, imgsz), dtype=np.float16 if "float16" in elem else np.float32)
+        image: Any = np.zeros((1, 3, imgsz, imgsz), dtype=np.float16 if "float16" in elem else np.float32)
         return list(session.run([model_proto.graph.output[0].name], {input_name: image})[0].shape)
     except Exception:
         return []
@@ -1867,7 +1867,7 @@ def _sort_topologically(graph: Any) -> None:
         raise ToolError("the ONNX graph has a cycle; export it again", EXIT_USAGE)
     if order != list(range(len(nodes))):
         copies = [type(nodes[0])() for _ in nodes]
-        for copy, index in zip(copies, order):
+        for copy, index in zip(copies, order, strict=True):  # both as long as nodes
             copy.CopyFrom(nodes[index])
         del graph.node[:]
         graph.node.extend(copies)
