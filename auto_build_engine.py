@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Build the right TensorRT engine for this GPU once, then hand DeepStream a matching config.
 
-Flow, top to bottom: detect (SystemInfo) -> find/export the ONNX (YOLOExporter) -> build the
-engine (EngineBuilder) -> write the nvinfer config (DeepStreamConfig) -> CLI (main).
+Flow, top to bottom: options and the CLI table -> detect (SystemInfo) -> find/export the ONNX
+(YOLOExporter) -> build the engine (EngineBuilder, cache, fleet store) -> write the nvinfer config
+(DeepStreamConfig) -> benchmark -> main (the run modes).
 
 Heavy modules (tensorrt, torch, ultralytics, onnx, onnxruntime, pycuda, pynvml) are imported
 inside the functions that need them, so `-h`, `--check` and the warm start never pay for them.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 
 if __name__ == "__main__":  # until main() takes over: a signal during start-up exits 130/143 in one line
+
     def _early_interrupt(number: int, _frame: object) -> None:
         os.write(2, b"error: interrupted while starting; nothing was written\n")
         os._exit(128 + number)
@@ -28,9 +31,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -219,7 +223,10 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, before_replace: Cal
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
-        raise ToolError(f"cannot write in {path.parent} ({error.strerror}); make it writable or choose another directory", EXIT_USAGE) from None
+        raise ToolError(
+            f"cannot write in {path.parent} ({error.strerror}); make it writable or choose another directory",
+            EXIT_USAGE,
+        ) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o666 & ~current_umask())
@@ -233,7 +240,9 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, before_replace: Cal
     except BaseException as error:
         _remove_quietly(Path(tmp_name))
         if isinstance(error, OSError):
-            raise ToolError(f"cannot write {path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED) from None
+            raise ToolError(
+                f"cannot write {path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED
+            ) from None
         raise
     fsync_directory(path.parent)
 
@@ -295,7 +304,451 @@ def _run_quietly(argv: Sequence[str], timeout: float = 10.0) -> tuple[int, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# 1. Detect: SystemInfo
+# 1. Options and the command line
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    pt: Path | None = None
+    onnx: Path | None = None
+    model: str = "yolo11x"
+    imgsz: int = 1280
+    min_batch: int = 1
+    opt_batch: int = 4
+    max_batch: int = 16
+    precision: str = "auto"
+    workspace_mb: int = 8192
+    engine_dir: Path = Path("/app/engines/tensorrt")
+    models_dir: Path = Path("/app/engines/models")
+    config_dir: Path = Path("/app/configs")
+    gpu_id: int = 0
+    num_sources: int = 1
+    nms_iou_threshold: float = 0.45
+    pre_cluster_threshold: float = 0.25
+    topk: int = 300
+    validate: str = "quick"  # "full": also onnxruntime at min/opt/max batch on the CPU
+    force: bool = False
+    check: bool = False
+    check_env: bool = False  # --check-env: parse and validate the options/environment, nothing else
+    info: bool = False
+    json: bool = False
+    dry_run: bool = False
+    verbosity: int = 1
+    benchmark: bool = False
+    batches: str | None = None
+    seconds: float = 5.0
+    compare_trtexec: bool = False
+    engine_store: str | None = None
+    engine_store_mode: str = "readwrite"
+    explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var: read only by the CLI layer
+    num_sources_given: bool = (
+        False  # NUM_SOURCES/--num-sources was given (else a config's batch-size is kept); set by parse_options
+    )
+    deep: bool = False
+    resolved_source: Path | None = None  # the --pt/--onnx file as located, set once by given_model_file
+
+
+MAX_BATCH_LIMIT = 64
+MAX_IMGSZ = 4096
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse prints usage plus an error; we want exactly one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ToolError(f"{message}; see --help")
+
+
+def _int_in(flag: str, low: int, high: int, multiple: int = 1) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise ToolError(f"{flag}: {text!r} is not an integer (accepted: {low}..{high})") from None
+        if not low <= value <= high or value % multiple:
+            extra = f", a multiple of {multiple}" if multiple > 1 else ""
+            raise ToolError(f"{flag}: {value} is out of range (accepted: {low}..{high}{extra})")
+        return value
+
+    return parse
+
+
+def _float_in(flag: str, low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise ToolError(f"{flag}: {text!r} is not a number (accepted: {low}..{high})") from None
+        if not low <= value <= high:
+            raise ToolError(f"{flag}: {value} is out of range (accepted: {low}..{high})")
+        return value
+
+    return parse
+
+
+def _choice(flag: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = str(text).strip().lower()
+        if value not in choices:
+            raise ToolError(f"{flag}: {text!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+STORE_MODES = ("readwrite", "pull")
+
+
+def parse_store_url(text: str) -> str:
+    """`s3://bucket[/prefix]` or `file:///absolute/path`; anything else is bad usage (exit 2)."""
+    value = str(text).strip().rstrip("/")
+    if value.startswith("s3://"):
+        bucket = value[5:].split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise ToolError(f"--engine-store {text!r}: {bucket!r} is not an S3 bucket name; use s3://bucket/prefix")
+        return value
+    if value.startswith("file://"):
+        if not value[7:].startswith("/"):
+            raise ToolError(f"--engine-store {text!r}: use an absolute path, file:///shared/engines")
+        return value
+    raise ToolError(f"--engine-store {text!r}: use s3://bucket/prefix (AWS S3, MinIO, Ceph) or file:///path")
+
+
+# flag, env twin, Options field, parser, help
+_VALUE_FLAGS: tuple[tuple[str, str | None, str, Callable[[str], Any], str], ...] = (
+    ("--pt", "PT_PATH", "pt", Path, "weights to export (a bare name like yolo11x.pt is downloaded if absent)"),
+    ("--onnx", "ONNX_PATH", "onnx", Path, "use this ONNX instead of exporting"),
+    ("--model", "MODEL", "model", str, "model used when neither --pt nor --onnx is given (default yolo11x)"),
+    (
+        "--imgsz",
+        "IMGSZ",
+        "imgsz",
+        _int_in("--imgsz", 32, MAX_IMGSZ, 32),
+        "square input size, multiple of 32 (default 1280)",
+    ),
+    (
+        "--min-batch",
+        "MIN_BATCH",
+        "min_batch",
+        _int_in("--min-batch", 1, MAX_BATCH_LIMIT),
+        "profile minimum batch (default 1)",
+    ),
+    (
+        "--opt-batch",
+        "OPT_BATCH",
+        "opt_batch",
+        _int_in("--opt-batch", 1, MAX_BATCH_LIMIT),
+        "profile optimum batch (default 4)",
+    ),
+    (
+        "--max-batch",
+        "MAX_BATCH",
+        "max_batch",
+        _int_in("--max-batch", 1, MAX_BATCH_LIMIT),
+        f"profile maximum batch, at most {MAX_BATCH_LIMIT} (default 16)",
+    ),
+    (
+        "--precision",
+        "PRECISION",
+        "precision",
+        _choice("--precision", ("auto", "fp16", "fp32")),
+        "auto = FP16 where the GPU is fast at it (default auto)",
+    ),
+    (
+        "--workspace",
+        "WORKSPACE_MB",
+        "workspace_mb",
+        _int_in("--workspace", 1, 1 << 20),
+        "builder workspace in MB, capped to free GPU memory (default 8192)",
+    ),
+    (
+        "--engine-dir",
+        "ENGINE_DIR",
+        "engine_dir",
+        Path,
+        "engines, sidecars, timing caches, lock (default /app/engines/tensorrt)",
+    ),
+    (
+        "--models-dir",
+        "MODELS_DIR",
+        "models_dir",
+        Path,
+        "downloaded weights and exported ONNX (default /app/engines/models)",
+    ),
+    ("--config-dir", "CONFIG_DIR", "config_dir", Path, "generated nvinfer config and labels (default /app/configs)"),
+    ("--gpu-id", "GPU_ID", "gpu_id", _int_in("--gpu-id", 0, 63), "GPU to build for (default 0)"),
+    (
+        "--num-sources",
+        "NUM_SOURCES",
+        "num_sources",
+        _int_in("--num-sources", 1, MAX_BATCH_LIMIT),
+        "DeepStream batch-size written to the config, <= max batch (default 1)",
+    ),
+    (
+        "--nms-iou-threshold",
+        "NMS_IOU_THRESHOLD",
+        "nms_iou_threshold",
+        _float_in("--nms-iou-threshold", 0.0, 1.0),
+        "nvinfer NMS IoU threshold (default 0.45)",
+    ),
+    (
+        "--pre-cluster-threshold",
+        "PRE_CLUSTER_THRESHOLD",
+        "pre_cluster_threshold",
+        _float_in("--pre-cluster-threshold", 0.0, 1.0),
+        "score threshold before NMS (default 0.25)",
+    ),
+    ("--topk", "TOPK", "topk", _int_in("--topk", 1, 100000), "boxes kept per frame after NMS (default 300)"),
+    (
+        "--validate",
+        "VALIDATE",
+        "validate",
+        _choice("--validate", ("quick", "full")),
+        "ONNX check on the CPU: quick = batch 1 on a real image (the engine's reference); full = also min/opt/max "
+        "batch, for machines without a GPU (default quick)",
+    ),
+    (
+        "--engine-store",
+        "ENGINE_STORE",
+        "engine_store",
+        parse_store_url,
+        "share engines across a fleet: s3://bucket/prefix (AWS_* variables and ~/.aws files) or file:///path "
+        "(default: off)",
+    ),
+    (
+        "--engine-store-mode",
+        "ENGINE_STORE_MODE",
+        "engine_store_mode",
+        _choice("--engine-store-mode", STORE_MODES),
+        "readwrite, or pull for read-only credentials: never publish (default readwrite)",
+    ),
+)
+
+
+def _metavar(dest: str) -> str:
+    if dest in ("pt", "onnx"):
+        return "PATH"
+    if dest.endswith("_dir"):
+        return "DIR"
+    if dest in ("model", "precision", "validate"):
+        return dest.upper()
+    if dest.startswith("engine_store"):
+        return "MODE" if dest.endswith("mode") else "URL"
+    return "MB" if dest == "workspace_mb" else "N"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="auto_build_engine.py",
+        description="Detect the GPU, export YOLO11 to ONNX, build a TensorRT engine for this GPU and write the "
+        "DeepStream nvinfer config. Without --force it builds only when no valid engine exists.",
+        epilog="Exit codes: 0 done; 1 build failed (with --check: a build is needed); 2 bad usage or input; 3 "
+        "environment missing (no GPU/driver, no TensorRT); 130/143 interrupted. Every option also reads the "
+        "environment variable named in brackets.",
+    )
+    for flag, env, dest, _, help_text in _VALUE_FLAGS:
+        parser.add_argument(flag, dest=dest, metavar=_metavar(dest), help=f"{help_text} [{env}]", default=None)
+    parser.add_argument("--force", action="store_true", help="rebuild even if a valid engine exists")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if a valid engine + config exist, 1 if a build is needed; writes nothing",
+    )
+    parser.add_argument(
+        "--check-env",
+        action="store_true",
+        help="only validate the options and environment variables with the rules of a run (silent when valid, one "
+        "line and exit 2 when not); imports nothing heavy, touches no GPU",
+    )
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole "
+        "engine; the first --check of each engine does it anyway)",
+    )
+    parser.add_argument("--info", action="store_true", help="print the system report and exit")
+    parser.add_argument("--json", action="store_true", help="with --info: machine-readable JSON")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="everything except the TensorRT build: find/export/validate the ONNX, print the plan",
+    )
+    parser.add_argument(
+        "--benchmark", action="store_true", help="time the current valid engine on this GPU (never builds)"
+    )
+    parser.add_argument(
+        "--batches",
+        metavar="LIST",
+        help="with --benchmark: batch sizes, e.g. 1,4,8,16 (default: those of 1,4,8,16 in the engine profile)",
+    )
+    parser.add_argument(
+        "--seconds",
+        metavar="S",
+        type=str,
+        default=None,
+        help="with --benchmark: timed seconds per batch size (default 5)",
+    )
+    parser.add_argument(
+        "--compare-trtexec",
+        action="store_true",
+        help="with --benchmark: also run trtexec --loadEngine for the same batch sizes",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
+    return parser
+
+
+def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Options:
+    """CLI flags win over their environment twins, which win over the defaults."""
+    environ = dict(os.environ if environ is None else environ)
+    namespace = build_parser().parse_args(argv)
+    options = Options()
+    for flag, env, dest, convert, _ in _VALUE_FLAGS:
+        raw = getattr(namespace, dest)
+        source = flag
+        if raw is None and env and environ.get(env, "").strip():
+            raw, source = environ[env], f"{env} (for {flag})"
+        if raw is None:
+            continue
+        if not str(raw).strip():  # an empty env twin is unset (above); on the command line it is a mistake
+            raise ToolError(f"{flag}: empty value; give a value or leave {flag} out for the default")
+        try:
+            value = convert(raw)
+        except ToolError as error:
+            raise ToolError(str(error).replace(flag, source, 1)) from None
+        if convert is Path:  # paths end up in the nvinfer config: UTF-8, no line breaks, no control characters
+            _validate_path(source, value)
+            check_config_text(source, raw)
+        setattr(options, dest, value)
+        options.explicit.add(dest)
+    if environ.get(PARSER_LIB_ENV):  # goes into the nvinfer config too: refuse it before anything is built
+        check_config_text(PARSER_LIB_ENV, environ[PARSER_LIB_ENV])
+    for name in (
+        "force",
+        "check",
+        "check_env",
+        "info",
+        "json",
+        "dry_run",
+        "benchmark",
+        "batches",
+        "compare_trtexec",
+        "deep",
+    ):
+        setattr(options, name, getattr(namespace, name))
+    if namespace.seconds is not None:
+        options.seconds = _float_in("--seconds", 0.001, 3600.0)(namespace.seconds)
+    options.verbosity = max(0, 1 + namespace.verbose - namespace.quiet)
+    options.num_sources_given = "num_sources" in options.explicit
+    validate_options(options)
+    return options
+
+
+def validate_options(options: Options) -> None:
+    if options.pt and options.onnx:
+        raise ToolError("--pt and --onnx are exclusive (PT_PATH/ONNX_PATH too): give one model source")
+    if not options.min_batch <= options.opt_batch <= options.max_batch:
+        raise ToolError(
+            f"batch profile must satisfy min <= opt <= max (got --min-batch {options.min_batch}, --opt-batch "
+            f"{options.opt_batch}, --max-batch {options.max_batch})"
+        )
+    if options.num_sources > options.max_batch:
+        raise ToolError(
+            f"--num-sources {options.num_sources} exceeds --max-batch {options.max_batch}: raise MAX_BATCH or use "
+            "fewer sources"
+        )
+    if options.json and not (options.info or options.benchmark):
+        raise ToolError("--json goes with --info or --benchmark")
+    if (options.batches is not None or options.compare_trtexec) and not options.benchmark:
+        raise ToolError("--batches and --compare-trtexec go with --benchmark")
+    exclusive = [name for name in ("check", "check_env", "info", "dry_run", "benchmark") if getattr(options, name)]
+    if len(exclusive) > 1:
+        raise ToolError(f"--{exclusive[0].replace('_', '-')} and --{exclusive[1].replace('_', '-')} are exclusive")
+    if options.deep and (options.info or options.dry_run or options.benchmark):
+        raise ToolError("--deep goes with --check or a plain run")
+    if options.force and (options.check or options.info):
+        raise ToolError("--force cannot be combined with --check or --info")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", options.model):
+        raise ToolError(f"--model {options.model!r}: use a plain model name like yolo11x (letters, digits, . _ -)")
+    for flag, path in (("--pt", options.pt), ("--onnx", options.onnx)):
+        if path is not None and not str(path).strip():
+            raise ToolError(f"{flag}: empty path")
+    if len(options.model) > MAX_MODEL_LABEL:
+        raise ToolError(f"--model: the name has {len(options.model)} characters; use at most {MAX_MODEL_LABEL}")
+    for flag, path in (
+        ("--pt", options.pt),
+        ("--onnx", options.onnx),
+        ("--engine-dir", options.engine_dir),
+        ("--models-dir", options.models_dir),
+        ("--config-dir", options.config_dir),
+    ):
+        if path is not None:
+            _validate_path(flag, Path(path))
+    try:
+        timeout = float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
+    except ValueError:
+        timeout = -1.0
+    if not 0 <= timeout < float("inf"):
+        raise ToolError(
+            f"{LOCK_TIMEOUT_ENV} must be a number of seconds (e.g. {DEFAULT_LOCK_TIMEOUT_S:.0f}), got "
+            f"{os.environ.get(LOCK_TIMEOUT_ENV)!r}"
+        )
+    if (options.pt or options.onnx) and len(model_label(options)) > MAX_MODEL_LABEL:
+        flag = "--onnx" if options.onnx else "--pt"
+        raise ToolError(
+            f"{flag}: the file name gives a model name of {len(model_label(options))} characters, too long for the "
+            f"engine file name; rename it to at most {MAX_MODEL_LABEL} characters"
+        )
+
+
+MAX_MODEL_LABEL = 100  # the engine name adds ~70 characters; a file name may have 255 bytes
+MAX_PATH_BYTES = 3000  # PATH_MAX is 4096: leave room for the file names below a directory
+
+
+def validate_paths_before_work(options: Options) -> None:
+    """Before any check, log line or build: the given model file exists and the three directories
+    are (or can become) directories, so bad paths give one line and exit 2, never a half-done run."""
+    if options.pt or options.onnx:
+        locate_model_files(options)  # ToolError (exit 2) when an explicit file is missing
+    for name, path in (
+        ("ENGINE_DIR", options.engine_dir),
+        ("CONFIG_DIR", options.config_dir),
+        ("MODELS_DIR", options.models_dir),
+    ):
+        probe = Path(path).absolute()
+        while not os.path.lexists(probe) and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            what = (
+                "is not a directory"
+                if probe == Path(path).absolute()
+                else f"cannot be created: {probe} is not a directory"
+            )
+            raise ToolError(f"{name} {path} {what}; set {name} to a directory (a volume mount point)")
+
+
+def _validate_path(flag: str, path: Path) -> None:
+    """Paths the run will write or read: UTF-8 (they go into the config), no part over NAME_MAX."""
+    text = str(path)
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolError(
+            f"{flag}: {text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 (nvinfer's config is UTF-8); "
+            "use a UTF-8 path"
+        ) from None
+    if len(encoded) > MAX_PATH_BYTES:
+        raise ToolError(f"{flag}: the path has {len(encoded)} bytes; use a path of at most {MAX_PATH_BYTES}")
+    for part in path.parts:
+        if len(part.encode("utf-8")) > 255:
+            raise ToolError(
+                f"{flag}: a path component has {len(part.encode('utf-8'))} bytes (at most 255); use a shorter name"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Detect: SystemInfo
 # --------------------------------------------------------------------------------------------
 
 # Compute capabilities with a slow FP16 path: consumer Pascal (GP102/104/106/107, 6.1) runs FP16
@@ -313,6 +766,11 @@ def has_fast_fp16(compute_capability: str) -> bool:
     if (major, minor) in _SLOW_FP16_CC or (major, minor) < (5, 3):
         return False
     return True
+
+
+def sm_name(compute_capability: str) -> str:
+    """The "sm89" of compute capability "8.9", as in engine and timing-cache names."""
+    return "sm" + compute_capability.replace(".", "")
 
 
 _VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro"}
@@ -339,10 +797,6 @@ class GpuInfo:
     memory_total_mib: int
     memory_free_mib: int
     compute_capability: str  # "8.9"
-
-    @property
-    def sm(self) -> str:
-        return "sm" + self.compute_capability.replace(".", "")
 
     @property
     def slug(self) -> str:
@@ -390,14 +844,16 @@ def probe_gpus_nvml() -> tuple[list[GpuInfo], str, str]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append(GpuInfo(
-                index=index,
-                name=_text(pynvml.nvmlDeviceGetName(handle)),
-                uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                memory_total_mib=int(memory.total) // (1 << 20),
-                memory_free_mib=int(memory.free) // (1 << 20),
-                compute_capability=f"{major}.{minor}",
-            ))
+            gpus.append(
+                GpuInfo(
+                    index=index,
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                    memory_total_mib=int(memory.total) // (1 << 20),
+                    memory_free_mib=int(memory.free) // (1 << 20),
+                    compute_capability=f"{major}.{minor}",
+                )
+            )
         return gpus, driver, cuda
     except Exception as error:
         raise RuntimeError(f"NVML query failed: {error}") from None
@@ -424,7 +880,9 @@ def probe_gpus_smi() -> tuple[list[GpuInfo], str, str]:
         if len(parts) != 7:
             continue
         try:
-            gpus.append(GpuInfo(int(parts[0]), parts[1], parts[2], int(float(parts[3])), int(float(parts[4])), parts[5]))
+            gpus.append(
+                GpuInfo(int(parts[0]), parts[1], parts[2], int(float(parts[3])), int(float(parts[4])), parts[5])
+            )
         except ValueError:
             continue
         driver = parts[6]
@@ -465,8 +923,18 @@ def probe_deepstream() -> str:
     return match.group(1)
 
 
-_TRT_DIST_NAMES = {"tensorrt", "tensorrt_cu13", "tensorrt_cu12", "tensorrt_cu11", "tensorrt_cu13_bindings",
-                   "tensorrt_cu12_bindings", "tensorrt_bindings", "tensorrt_libs", "tensorrt_cu12_libs", "tensorrt_cu13_libs"}
+_TRT_DIST_NAMES = {
+    "tensorrt",
+    "tensorrt_cu13",
+    "tensorrt_cu12",
+    "tensorrt_cu11",
+    "tensorrt_cu13_bindings",
+    "tensorrt_cu12_bindings",
+    "tensorrt_bindings",
+    "tensorrt_libs",
+    "tensorrt_cu12_libs",
+    "tensorrt_cu13_libs",
+}
 _LIBNVINFER_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/tensorrt/lib", "/usr/lib64")
 
 
@@ -538,14 +1006,20 @@ class SystemInfo:
         info.deepstream_version = info._soft("deepstream", probe_deepstream)
         info.tensorrt_version = info._soft("tensorrt", probe_tensorrt_version_cheap)
         if import_tensorrt or (info.tensorrt_version is None and not warm):
-            imported = info._soft("tensorrt_import", probe_tensorrt_version_import)
-            if imported:
-                info.tensorrt_version = imported
-                info.missing.pop("tensorrt", None)
-            elif info.tensorrt_version is None:
-                info.missing["tensorrt"] = "TensorRT not found (no package metadata, no libnvinfer, import failed)"
-            info.missing.pop("tensorrt_import", None)
+            info.import_tensorrt_version()
         return info
+
+    def import_tensorrt_version(self) -> str | None:
+        """The version `import tensorrt` reports, which wins over the cheap probe: an unusual install
+        may have no package metadata and no libnvinfer file where we look, yet import."""
+        imported = self._soft("tensorrt_import", probe_tensorrt_version_import)
+        if imported:
+            self.tensorrt_version = imported
+            self.missing.pop("tensorrt", None)
+        elif self.tensorrt_version is None:
+            self.missing["tensorrt"] = "TensorRT not found (no package metadata, no libnvinfer, import failed)"
+        self.missing.pop("tensorrt_import", None)
+        return self.tensorrt_version
 
     def _soft(self, name: str, probe: Callable[[], str]) -> str | None:
         try:
@@ -572,11 +1046,17 @@ class SystemInfo:
     def gpu(self, gpu_id: int) -> GpuInfo:
         """The GPU to build for, or a ToolError that says what to do."""
         if not self.gpus:
-            raise ToolError(f"no NVIDIA GPU visible ({self.missing.get('gpu', 'unknown reason')}); run the container with --gpus all", EXIT_ENVIRONMENT)
+            raise ToolError(
+                f"no NVIDIA GPU visible ({self.missing.get('gpu', 'unknown reason')}); run the container with "
+                "--gpus all",
+                EXIT_ENVIRONMENT,
+            )
         for gpu in self.gpus:
             if gpu.index == gpu_id:
                 return gpu
-        raise ToolError(f"--gpu-id {gpu_id} is out of range: this machine has GPU indices 0..{len(self.gpus) - 1}", EXIT_USAGE)
+        raise ToolError(
+            f"--gpu-id {gpu_id} is out of range: this machine has GPU indices 0..{len(self.gpus) - 1}", EXIT_USAGE
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -597,11 +1077,22 @@ class SystemInfo:
             return value if value else f"missing ({self.missing.get(probe, 'not found')})"
 
         rows = [
-            ("GPUs", str(len(self.gpus)) + (f" (via {self.gpu_source})" if self.gpu_source else "") if self.gpus else f"no GPU ({self.missing.get('gpu', 'not found')})"),
+            (
+                "GPUs",
+                str(len(self.gpus)) + (f" (via {self.gpu_source})" if self.gpu_source else "")
+                if self.gpus
+                else f"no GPU ({self.missing.get('gpu', 'not found')})",
+            ),
         ]
         for gpu in self.gpus:
             fp16 = "fast FP16" if gpu.fast_fp16 else "slow FP16 (FP32 engines)"
-            rows.append((f"  GPU {gpu.index}", f"{gpu.name}, sm {gpu.compute_capability}, {gpu.memory_total_mib} MiB ({gpu.memory_free_mib} free), {fp16}, {gpu.uuid}"))
+            rows.append(
+                (
+                    f"  GPU {gpu.index}",
+                    f"{gpu.name}, sm {gpu.compute_capability}, {gpu.memory_total_mib} MiB ({gpu.memory_free_mib} "
+                    f"free), {fp16}, {gpu.uuid}",
+                )
+            )
         rows += [
             ("Driver", show(self.driver_version, "gpu")),
             ("CUDA (driver)", show(self.cuda_driver_version, "gpu")),
@@ -615,7 +1106,7 @@ class SystemInfo:
 
 
 # --------------------------------------------------------------------------------------------
-# 2. Find / export: YOLOExporter
+# 3. Find / export: YOLOExporter
 # --------------------------------------------------------------------------------------------
 
 # The DeepStream layout (DESIGN.md "The ONNX the exporter produces"): input `input` [B,3,H,W] float32,
@@ -689,6 +1180,11 @@ def exported_onnx_path(models_dir: Path, model_name: str, imgsz: int) -> Path:
     return Path(models_dir) / f"{model_name}_{imgsz}{ONNX_SUFFIX}"
 
 
+def distinct_batches(*batches: int) -> list[int]:
+    """Each batch size once, ascending (a profile's min/opt/max, a --batches list)."""
+    return sorted(set(batches))
+
+
 def expected_anchor_count(imgsz: int, strides: Sequence[int] = (8, 16, 32)) -> int:
     """N of the output: 33600 at 1280, 8400 at 640, 2100 at 320."""
     return sum((imgsz // stride) ** 2 for stride in strides)
@@ -738,13 +1234,18 @@ def locate_model_files(options: Options) -> tuple[Path | None, Path | None]:
         if _is_model_yaml(pt):
             if _is_bare_name(pt):
                 return None, pt  # ultralytics' own cfg (checked when loading)
-            raise ToolError(f"--pt {pt}: model yaml not found; give an existing file or a name like yolo11n.yaml", EXIT_USAGE)
+            raise ToolError(
+                f"--pt {pt}: model yaml not found; give an existing file or a name like yolo11n.yaml", EXIT_USAGE
+            )
         if _is_bare_name(pt):
             for directory in dirs:
                 if (directory / pt).is_file():
                     return None, directory / pt
             return None, Path(options.models_dir) / pt  # to download
-        raise ToolError(f"--pt {pt}: file not found; give an existing .pt file or a bare name like yolo11x.pt to download", EXIT_USAGE)
+        raise ToolError(
+            f"--pt {pt}: file not found; give an existing .pt file or a bare name like yolo11x.pt to download",
+            EXIT_USAGE,
+        )
     for suffix in (".onnx", ".pt"):
         for directory in dirs:
             candidate = directory / f"{options.model}{suffix}"
@@ -757,7 +1258,10 @@ def _ensure_writable_dir(directory: Path, what: str) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ToolError(f"cannot create {what} {directory} ({error.strerror}); make it writable or set another directory", EXIT_USAGE) from None
+        raise ToolError(
+            f"cannot create {what} {directory} ({error.strerror}); make it writable or set another directory",
+            EXIT_USAGE,
+        ) from None
     if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
         raise ToolError(f"{what} {directory} is not writable; make it writable or set another directory", EXIT_USAGE)
 
@@ -785,7 +1289,10 @@ def _import_onnx_stack() -> tuple[Any, Any]:
     except ImportError as error:
         if _SIGNALS_RECEIVED:  # a C extension turned the KeyboardInterrupt into an ImportError
             raise KeyboardInterrupt from None
-        raise ToolError(f"{error.name or 'onnx'} is not installed ({error}); pip install onnx onnxruntime onnxslim", EXIT_ENVIRONMENT) from None
+        raise ToolError(
+            f"{error.name or 'onnx'} is not installed ({error}); pip install onnx onnxruntime onnxslim",
+            EXIT_ENVIRONMENT,
+        ) from None
     return onnx, onnxruntime
 
 
@@ -799,7 +1306,10 @@ def _import_torch_stack() -> Any:
     except ImportError as error:
         if _SIGNALS_RECEIVED:
             raise KeyboardInterrupt from None
-        raise ToolError(f"exporting a .pt needs torch and ultralytics ({error}); pip install torch ultralytics, or pass --onnx", EXIT_ENVIRONMENT) from None
+        raise ToolError(
+            f"exporting a .pt needs torch and ultralytics ({error}); pip install torch ultralytics, or pass --onnx",
+            EXIT_ENVIRONMENT,
+        ) from None
     return torch
 
 
@@ -824,8 +1334,9 @@ _GUARD_PREFIX = ""
 def _guard(cls: type) -> type:
     """A stand-in whose construction (NEWOBJ or REDUCE) gives an empty `cls` instance, args ignored."""
     if cls not in _GUARDS:
+
         def __new__(_guard_cls: type, *_args: Any, **_kwargs: Any) -> Any:
-            return object.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls)
+            return object.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls)  # type: ignore[call-overload]
 
         guard = type(cls.__name__, (), {"__new__": __new__, "__module__": __name__})
         _GUARDS[cls], _GUARDED[guard] = guard, cls
@@ -908,11 +1419,19 @@ def load_checkpoint_dict(path: Path) -> Any:
 
     serialization = torch.serialization
     if not hasattr(serialization, "get_unsafe_globals_in_checkpoint") or not hasattr(serialization, "safe_globals"):
-        raise ToolError(f"loading .pt weights safely needs torch >= 2.6 (this is {torch.__version__}); upgrade torch or pass --onnx", EXIT_ENVIRONMENT)
+        raise ToolError(
+            f"loading .pt weights safely needs torch >= 2.6 (this is {torch.__version__}); upgrade torch or pass "
+            "--onnx",
+            EXIT_ENVIRONMENT,
+        )
     try:
         needed = serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as error:
-        raise ToolError(f"{path} is not a torch zip checkpoint ({type(error).__name__}); re-save it with ultralytics or pass --onnx", EXIT_USAGE) from None
+        raise ToolError(
+            f"{path} is not a torch zip checkpoint ({type(error).__name__}); re-save it with ultralytics or pass "
+            "--onnx",
+            EXIT_USAGE,
+        ) from None
     entries: list[Any] = []
     refused = []
     for name in needed:
@@ -929,7 +1448,11 @@ def load_checkpoint_dict(path: Path) -> Any:
     if refused:
         printable = sorted("".join(ch if ch.isprintable() else "?" for ch in name) for name in refused)
         shown = ", ".join(printable[:4]) + (f" and {len(refused) - 4} more" if len(refused) > 4 else "")
-        raise ToolError(f"{path} was not loaded: it names {shown}, outside the YOLO checkpoint allow-list (unpickling it could run code); re-save it with ultralytics or pass an ONNX with --onnx", EXIT_USAGE)
+        raise ToolError(
+            f"{path} was not loaded: it names {shown}, outside the YOLO checkpoint allow-list (unpickling it could "
+            "run code); re-save it with ultralytics or pass an ONNX with --onnx",
+            EXIT_USAGE,
+        )
     if "numpy.dtype" in needed:  # BUILD of a dtype needs its concrete class
         entries += [type(np.dtype(kind)) for kind in ("f2", "f4", "f8", "i4", "i8", "u1", "?")]
     try:
@@ -942,7 +1465,11 @@ def load_checkpoint_dict(path: Path) -> Any:
         tail = text.split(marker, 1)[1] if marker in text else text
         reason = next((line.strip() for line in tail.splitlines() if line.strip()), "refused")
         reason = "".join(ch if ch.isprintable() else "?" for ch in reason)[:200]
-        raise ToolError(f"{path} was not loaded: {reason} (weights_only load); re-save it with ultralytics or pass an ONNX with --onnx", EXIT_USAGE) from None
+        raise ToolError(
+            f"{path} was not loaded: {reason} (weights_only load); re-save it with ultralytics or pass an ONNX "
+            "with --onnx",
+            EXIT_USAGE,
+        ) from None
 
 
 def load_checkpoint_safely(path: Path) -> Any:
@@ -956,7 +1483,9 @@ def load_checkpoint_safely(path: Path) -> Any:
     if isinstance(ckpt, dict):
         candidate = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
     if not isinstance(candidate, torch.nn.Module):
-        raise ToolError(f"{path} holds no ultralytics model (no 'model' or 'ema' module); give a YOLO .pt checkpoint", EXIT_USAGE)
+        raise ToolError(
+            f"{path} holds no ultralytics model (no 'model' or 'ema' module); give a YOLO .pt checkpoint", EXIT_USAGE
+        )
     model = candidate.float()
     train_args = ckpt.get("train_args")
     model.args = {**DEFAULT_CFG_DICT, **(train_args if isinstance(train_args, dict) else {})}
@@ -979,15 +1508,22 @@ def download_record_path(weights: Path) -> Path:
 
 def record_download(weights: Path, sha256: str) -> None:
     """Note that this tool downloaded `weights` (name, size, sha256) so a later search may load it."""
-    record = {"file": weights.name, "size": weights.stat().st_size, "sha256": sha256,
-              "downloaded_by": f"auto_build_engine.py {TOOL_VERSION}", "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {
+        "file": weights.name,
+        "size": weights.stat().st_size,
+        "sha256": sha256,
+        "downloaded_by": f"auto_build_engine.py {TOOL_VERSION}",
+        "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     atomic_write_text(download_record_path(weights), json.dumps(record, indent=2) + "\n")
 
 
 def is_recorded_download(weights: Path, sha256: str) -> bool:
     try:
         record = json.loads(download_record_path(weights).read_text())
-        return bool(record["file"] == weights.name and record["sha256"] == sha256 and record["size"] == weights.stat().st_size)
+        return bool(
+            record["file"] == weights.name and record["sha256"] == sha256 and record["size"] == weights.stat().st_size
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -1002,6 +1538,21 @@ def _set_metadata(model_proto: Any, values: dict[str, str]) -> None:
     for key, value in [*kept, *values.items()]:
         prop = model_proto.metadata_props.add()
         prop.key, prop.value = key, str(value)
+
+
+def layout_metadata(
+    model: str, imgsz: int, names: Sequence[str], source_name: str, source_sha256: str
+) -> dict[str, str]:
+    """The metadata every DeepStream-layout ONNX this tool writes carries (exported or adapted)."""
+    return {
+        META_LAYOUT: ONNX_LAYOUT,
+        META_MODEL: model,
+        META_IMGSZ: str(imgsz),
+        META_NAMES: json.dumps(list(names)),
+        META_SOURCE: source_name,
+        META_SOURCE_SHA256: source_sha256,
+        META_TOOL_VERSION: TOOL_VERSION,
+    }
 
 
 def _names_from_metadata(meta: dict[str, str]) -> list[str] | None:
@@ -1053,7 +1604,9 @@ def _load_onnx(path: Path, load_external_data: bool = True) -> Any:
     try:
         return onnx.load(str(path), load_external_data=load_external_data)
     except Exception as error:  # DecodeError, OSError, ...: all mean "this is not a usable ONNX"
-        raise ToolError(f"{path} is not a readable ONNX model ({type(error).__name__}); give a valid .onnx or pass --pt", EXIT_USAGE) from None
+        raise ToolError(
+            f"{path} is not a readable ONNX model ({type(error).__name__}); give a valid .onnx or pass --pt", EXIT_USAGE
+        ) from None
 
 
 def _seen(model_proto: Any) -> str:
@@ -1074,6 +1627,12 @@ def _is_rtdetr_graph(model_proto: Any) -> bool:
     return any(node.op_type == "GridSample" for node in model_proto.graph.node)
 
 
+def _image_inputs(graph: Any) -> list[Any]:
+    """The graph's real inputs: its inputs that are not initializers (weights an old exporter also lists)."""
+    initializers = {init.name for init in graph.initializer}
+    return [i for i in graph.input if i.name not in initializers]
+
+
 def _graph_layout(model_proto: Any, path: Path) -> str:
     """The output layout of a detector ONNX; ToolError (saying what it saw) for anything else.
 
@@ -1083,24 +1642,46 @@ def _graph_layout(model_proto: Any, path: Path) -> str:
     'rtdetr_scores' [B,N,4+nc] centre x,y,w,h normalised + class scores (RT-DETR of older ultralytics)
     """
     graph = model_proto.graph
-    initializers = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
+    inputs = _image_inputs(graph)
     seen = _seen(model_proto)
     if len(inputs) != 1:
-        raise ToolError(f"{path}: expected one image input, found {len(inputs)} ({[i.name for i in inputs]}); this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: expected one image input, found {len(inputs)} ({[i.name for i in inputs]}); this is not a "
+            f"YOLO detector ONNX ({seen})",
+            EXIT_USAGE,
+        )
     meta = _read_metadata(model_proto)
     task = meta.get("task")
     if task and task != "detect":
-        raise ToolError(f"{path}: ultralytics task is {task!r}, not a detection model; export a YOLO detection model ({seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: ultralytics task is {task!r}, not a detection model; export a YOLO detection model ({seen})",
+            EXIT_USAGE,
+        )
     if len(graph.output) != 1:
-        raise ToolError(f"{path}: expected one output, found {len(graph.output)} (segment/pose models are not detectors); export a YOLO detection model ({seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: expected one output, found {len(graph.output)} (segment/pose models are not detectors); "
+            f"export a YOLO detection model ({seen})",
+            EXIT_USAGE,
+        )
     in_dims, out_dims = _dims(inputs[0]), _dims(graph.output[0])
     if len(in_dims) != 4 or in_dims[1] != 3:
-        raise ToolError(f"{path}: input {inputs[0].name} has shape {in_dims}, expected [B,3,H,W]; this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: input {inputs[0].name} has shape {in_dims}, expected [B,3,H,W]; this is not a YOLO detector "
+            f"ONNX ({seen})",
+            EXIT_USAGE,
+        )
     if not _is_dynamic(in_dims[0]):
-        raise ToolError(f"{path}: the batch axis is static ({in_dims[0]}); re-export with a dynamic batch axis or pass --pt (ultralytics: export dynamic=True; {seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: the batch axis is static ({in_dims[0]}); re-export with a dynamic batch axis or pass --pt "
+            f"(ultralytics: export dynamic=True; {seen})",
+            EXIT_USAGE,
+        )
     if len(out_dims) != 3:
-        raise ToolError(f"{path}: output {graph.output[0].name} has rank {len(out_dims)}, expected [B,N,6] or [B,4+nc,N]; this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: output {graph.output[0].name} has rank {len(out_dims)}, expected [B,N,6] or [B,4+nc,N]; this "
+            f"is not a YOLO detector ONNX ({seen})",
+            EXIT_USAGE,
+        )
     middle, last = out_dims[1], out_dims[2]
     if _is_rtdetr_graph(model_proto):
         if last == 6:
@@ -1108,13 +1689,20 @@ def _graph_layout(model_proto: Any, path: Path) -> str:
         if isinstance(last, int) and last > 4:
             return "rtdetr_scores"
         raise ToolError(f"{path}: an RT-DETR output must be [B,N,6] or [B,N,4+nc] ({seen})", EXIT_USAGE)
-    if meta.get(META_LAYOUT) == ONNX_LAYOUT or (last == 6 and (_is_dynamic(middle) or middle > 6)):
+    if meta.get(META_LAYOUT) == ONNX_LAYOUT or (
+        last == 6 and (_is_dynamic(middle) or (isinstance(middle, int) and middle > 6))
+    ):
         if last != 6:
-            raise ToolError(f"{path}: output last dim is {last}, expected 6 (x1,y1,x2,y2,score,class) ({seen})", EXIT_USAGE)
+            raise ToolError(
+                f"{path}: output last dim is {last}, expected 6 (x1,y1,x2,y2,score,class) ({seen})", EXIT_USAGE
+            )
         return "deepstream"
     if isinstance(middle, int) and middle >= 5 and middle != last:
         return "ultralytics"
-    raise ToolError(f"{path}: output shape {out_dims} is neither [B,N,6] nor [B,4+nc,N]; this is not a YOLO detector ONNX ({seen})", EXIT_USAGE)
+    raise ToolError(
+        f"{path}: output shape {out_dims} is neither [B,N,6] nor [B,4+nc,N]; this is not a YOLO detector ONNX ({seen})",
+        EXIT_USAGE,
+    )
 
 
 def _settle_output_shape(model_proto: Any, imgsz: int) -> None:
@@ -1128,8 +1716,7 @@ def _settle_output_shape(model_proto: Any, imgsz: int) -> None:
     graph = model_proto.graph
     if len(graph.output) != 1 or all(not _is_dynamic(d) for d in _dims(graph.output[0])[1:]):
         return  # more than one output: _graph_layout refuses it
-    initializers = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
+    inputs = _image_inputs(graph)
     if len(inputs) != 1 or len(_dims(inputs[0])) != 4:
         return  # _graph_layout says what is wrong
     probe = type(model_proto)()
@@ -1143,7 +1730,7 @@ def _settle_output_shape(model_proto: Any, imgsz: int) -> None:
     for dim in probe.graph.output[0].type.tensor_type.shape.dim[1:]:
         dim.Clear()
     try:
-        found = _dims(shape_inference.infer_shapes(probe, data_prop=True).graph.output[0])
+        found: list[Any] = _dims(shape_inference.infer_shapes(probe, data_prop=True).graph.output[0])
     except Exception:
         found = []
     if len(found) != 3 or any(_is_dynamic(d) for d in found[1:]):
@@ -1167,7 +1754,9 @@ def _check_model_stride(source: Path, imgsz: int, stride: Any) -> None:
         return
     below = imgsz // stride * stride
     sizes = " or ".join(f"--imgsz {size}" for size in (below, below + stride) if stride <= size <= MAX_IMGSZ)
-    raise ToolError(f"{source}: --imgsz {imgsz} is not a multiple of this model's largest stride {stride}; use {sizes}", EXIT_USAGE)
+    raise ToolError(
+        f"{source}: --imgsz {imgsz} is not a multiple of this model's largest stride {stride}; use {sizes}", EXIT_USAGE
+    )
 
 
 def _output_shape_at(model_proto: Any, input_name: str, imgsz: int) -> list[int]:
@@ -1178,7 +1767,7 @@ def _output_shape_at(model_proto: Any, input_name: str, imgsz: int) -> list[int]
     try:
         session = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
         elem = session.get_inputs()[0].type
-        image = np.zeros((1, 3, imgsz, imgsz), dtype=np.float16 if "float16" in elem else np.float32)
+        image: Any = np.zeros((1, 3, imgsz, imgsz), dtype=np.float16 if "float16" in elem else np.float32)
         return list(session.run([model_proto.graph.output[0].name], {input_name: image})[0].shape)
     except Exception:
         return []
@@ -1210,16 +1799,29 @@ def check_batch_slots(path: Path, imgsz: int, batch: int = 2) -> None:
     try:
         (output,) = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: np.repeat(image, batch, axis=0)})
     except Exception as error:
-        raise ToolError(f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}); export it again with a dynamic batch axis", EXIT_USAGE) from None
+        raise ToolError(
+            f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}); export it again with a dynamic "
+            "batch axis",
+            EXIT_USAGE,
+        ) from None
     if output.shape[0] != batch:
-        raise ToolError(f"{path}: at batch {batch} the output has {output.shape[0]} image slots; export it again with a dynamic batch axis", EXIT_USAGE)
+        raise ToolError(
+            f"{path}: at batch {batch} the output has {output.shape[0]} image slots; export it again with a "
+            "dynamic batch axis",
+            EXIT_USAGE,
+        )
     first = np.sort(output[0], axis=0)
     tolerance = 1e-3 * np.maximum(1.0, np.abs(first).max(axis=0))  # per column: pixels, score, class
     for slot in range(1, batch):
         other = np.sort(output[slot], axis=0)
         if other.shape != first.shape or not (np.abs(other - first) <= tolerance).all():
             scored = [int((output[k][:, 4] > 0).sum()) for k in range(batch)]
-            raise ToolError(f"{path}: the same image gives other detections in batch slot {slot} than in slot 0 (rows with a score per slot: {scored}); the graph serves only part of a batch: export it again without nms=True, or pass --pt", EXIT_USAGE)
+            raise ToolError(
+                f"{path}: the same image gives other detections in batch slot {slot} than in slot 0 (rows with a "
+                f"score per slot: {scored}); the graph serves only part of a batch: export it again without "
+                "nms=True, or pass --pt",
+                EXIT_USAGE,
+            )
 
 
 def _sort_topologically(graph: Any) -> None:
@@ -1265,7 +1867,7 @@ def _sort_topologically(graph: Any) -> None:
         raise ToolError("the ONNX graph has a cycle; export it again", EXIT_USAGE)
     if order != list(range(len(nodes))):
         copies = [type(nodes[0])() for _ in nodes]
-        for copy, index in zip(copies, order):
+        for copy, index in zip(copies, order, strict=True):  # both as long as nodes
             copy.CopyFrom(nodes[index])
         del graph.node[:]
         graph.node.extend(copies)
@@ -1280,8 +1882,7 @@ def _float32_boundaries(model_proto: Any) -> None:
 
     graph = model_proto.graph
     float16, float32 = TensorProto.FLOAT16, TensorProto.FLOAT
-    initializers = {init.name for init in graph.initializer}
-    image = next(i for i in graph.input if i.name not in initializers)
+    image = _image_inputs(graph)[0]
     if image.type.tensor_type.elem_type == float16:
         inner = "ds_cast/input_fp16"
         for node in graph.node:
@@ -1345,7 +1946,11 @@ def _append_layout_adapter(model_proto: Any, layout: str = "ultralytics", imgsz:
     graph.node.append(helper.make_node("Concat", parts, [ONNX_OUTPUT_NAME], name=prefix + "concat", axis=2))
     batch = _dims(graph.output[0])[0]
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(ONNX_OUTPUT_NAME, TensorProto.FLOAT, [batch if isinstance(batch, str) and batch else "batch", "anchors", 6]))
+    graph.output.append(
+        helper.make_tensor_value_info(
+            ONNX_OUTPUT_NAME, TensorProto.FLOAT, [batch if isinstance(batch, str) and batch else "batch", "anchors", 6]
+        )
+    )
 
 
 def _rename_value(graph: Any, old: str, new: str) -> None:
@@ -1406,9 +2011,17 @@ def check_checkpoint_archive(path: Path) -> None:
     on_disk = path.stat().st_size
     available = _available_memory_bytes()
     if declared > MAX_CHECKPOINT_EXPANSION * on_disk + (64 << 20):
-        raise ToolError(f"{path} declares {declared >> 20} MiB of data in {on_disk / (1 << 20):.1f} MiB (a zip bomb or not a torch checkpoint); re-download or re-export it", EXIT_USAGE)
+        raise ToolError(
+            f"{path} declares {declared >> 20} MiB of data in {on_disk / (1 << 20):.1f} MiB (a zip bomb or not a "
+            "torch checkpoint); re-download or re-export it",
+            EXIT_USAGE,
+        )
     if available is not None and declared > available:
-        raise ToolError(f"{path} declares {declared >> 20} MiB of data but only {available >> 20} MiB of memory is available; free memory or re-export it", EXIT_USAGE)
+        raise ToolError(
+            f"{path} declares {declared >> 20} MiB of data but only {available >> 20} MiB of memory is available; "
+            "free memory or re-export it",
+            EXIT_USAGE,
+        )
 
 
 # -- the reference: one real image through onnxruntime, compared with the engine later ---------
@@ -1459,11 +2072,16 @@ def letterbox_image(path: Path | None, size: int) -> tuple[Any, str]:
         except ImportError:
             image = None
     if image is None:
-        notice(f"{REFERENCE_IMAGE} (ultralytics assets) or OpenCV not found; the ONNX/engine comparison uses a synthetic test scene")
-        canvas = np.full((size, size, 3), LETTERBOX_GREY, dtype=np.uint8)
+        notice(
+            f"{REFERENCE_IMAGE} (ultralytics assets) or OpenCV not found; the ONNX/engine comparison uses a "
+            "synthetic test scene"
+        )
+        canvas: Any = np.full((size, size, 3), LETTERBOX_GREY, dtype=np.uint8)
         for index, (x, y, w, h) in enumerate(((0.1, 0.2, 0.3, 0.5), (0.5, 0.1, 0.4, 0.3), (0.55, 0.55, 0.35, 0.35))):
             x0, y0 = int(x * size), int(y * size)
-            canvas[y0:y0 + int(h * size), x0:x0 + int(w * size)] = ((40, 90, 200), (200, 60, 30), (30, 160, 60))[index]
+            canvas[y0 : y0 + int(h * size), x0 : x0 + int(w * size)] = ((40, 90, 200), (200, 60, 30), (30, 160, 60))[
+                index
+            ]
         return np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32) / 255.0, "synthetic scene"
     import cv2
 
@@ -1476,7 +2094,9 @@ def letterbox_image(path: Path | None, size: int) -> tuple[Any, str]:
     top, bottom = int(round(pad_h - 0.1)), int(round(pad_h + 0.1))
     left, right = int(round(pad_w - 0.1)), int(round(pad_w + 0.1))
     image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(LETTERBOX_GREY,) * 3)
-    return np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0, Path(path).name
+    return np.ascontiguousarray(
+        image[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32
+    ) / 255.0, path.name if path else ""
 
 
 @dataclass
@@ -1543,7 +2163,8 @@ def decode_detections(rows: Any, settings: DecodeSettings) -> list[Detection]:
         kept = 0
         while candidates.size and kept < settings.topk:
             best, candidates = candidates[0], candidates[1:]
-            found.append(Detection(int(best), tuple(float(v) for v in boxes[best]), float(rows[best, 4]), int(class_id)))
+            x0, y0, x1, y1 = (float(v) for v in boxes[best])
+            found.append(Detection(int(best), (x0, y0, x1, y1), float(rows[best, 4]), int(class_id)))
             kept += 1
             if candidates.size:
                 candidates = candidates[_iou(boxes[best], boxes[candidates]) <= settings.nms_iou]
@@ -1568,15 +2189,21 @@ class SlotComparison:
     @property
     def ok(self) -> bool:
         ties_allowed = max(1, self.expected // 10)
-        return (not (self.missing or self.extra or self.class_changes) and self.class_ties <= ties_allowed
-                and self.min_iou >= COMPARE_MIN_IOU and self.max_score_diff <= COMPARE_SCORE_TOLERANCE)
+        return (
+            not (self.missing or self.extra or self.class_changes)
+            and self.class_ties <= ties_allowed
+            and self.min_iou >= COMPARE_MIN_IOU
+            and self.max_score_diff <= COMPARE_SCORE_TOLERANCE
+        )
 
     def figures(self) -> str:
         text = f"{self.matched}/{self.expected} boxes matched"
         if self.missing or self.extra:
             text += f" ({self.missing} missing, {self.extra} extra)"
         iou = f"min IoU {self.min_iou:.3f}" + (f" < {COMPARE_MIN_IOU}" if self.min_iou < COMPARE_MIN_IOU else "")
-        score = f"max score diff {self.max_score_diff:.3f}" + (f" > {COMPARE_SCORE_TOLERANCE}" if self.max_score_diff > COMPARE_SCORE_TOLERANCE else "")
+        score = f"max score diff {self.max_score_diff:.3f}" + (
+            f" > {COMPARE_SCORE_TOLERANCE}" if self.max_score_diff > COMPARE_SCORE_TOLERANCE else ""
+        )
         ties = f", {self.class_ties} class ties" if self.class_ties else ""
         return f"{text}, {iou}, {score}, {self.class_changes} class changes{ties}"
 
@@ -1594,7 +2221,15 @@ def compare_detections(expected_rows: Any, found_rows: Any, settings: DecodeSett
     import numpy as np
 
     size = float(settings.imgsz)
-    state = {"matched": 0, "missing": 0, "extra": 0, "changes": 0, "ties": 0, "min_iou": 1.0, "max_diff": 0.0}
+    state: dict[str, Any] = {
+        "matched": 0,
+        "missing": 0,
+        "extra": 0,
+        "changes": 0,
+        "ties": 0,
+        "min_iou": 1.0,
+        "max_diff": 0.0,
+    }
 
     def judge(detection: Detection, box: Any, score: float, class_id: int) -> bool:
         iou = float(_iou(detection.box, np.clip(np.asarray(box, dtype=np.float64), 0.0, size))[0])
@@ -1632,8 +2267,17 @@ def compare_detections(expected_rows: Any, found_rows: Any, settings: DecodeSett
         row = raw_row(expected_rows, detection.anchor)
         if row is None or not judge(detection, *row):
             state["extra"] += 1
-    return SlotComparison(len(expected), len(found), state["matched"], state["missing"], state["extra"], state["changes"],
-                          state["min_iou"], state["max_diff"], state["ties"])
+    return SlotComparison(
+        len(expected),
+        len(found),
+        state["matched"],
+        state["missing"],
+        state["extra"],
+        state["changes"],
+        state["min_iou"],
+        state["max_diff"],
+        state["ties"],
+    )
 
 
 @dataclass
@@ -1671,10 +2315,22 @@ def check_engine_outputs(reference: Reference, outputs: dict[int, Any]) -> Engin
     batches = sorted(outputs)
     where = f"engine vs ONNX on {reference.image_name} at batch {','.join(map(str, batches))}"
     if failure is not None:
-        line = f"{where}: MISMATCH at {failure} (needs IoU >= {COMPARE_MIN_IOU}, same class, score within {COMPARE_SCORE_TOLERANCE})"
+        line = (
+            f"{where}: MISMATCH at {failure} (needs IoU >= {COMPARE_MIN_IOU}, same class, score within "
+            f"{COMPARE_SCORE_TOLERANCE})"
+        )
     else:
-        line = f"{where}: {count}/{count} boxes matched in every slot, min IoU {worst_iou:.3f}, max score diff {worst_diff:.3f}, classes equal{f' but {ties} class ties' if ties else ''}, slots identical"
-    return EngineCheck(failure is None, line, batches, count, {"min_iou": round(worst_iou, 4), "max_score_diff": round(worst_diff, 4), "class_ties": ties})
+        line = (
+            f"{where}: {count}/{count} boxes matched in every slot, min IoU {worst_iou:.3f}, max score diff "
+            f"{worst_diff:.3f}, classes equal{f' but {ties} class ties' if ties else ''}, slots identical"
+        )
+    return EngineCheck(
+        failure is None,
+        line,
+        batches,
+        count,
+        {"min_iou": round(worst_iou, 4), "max_score_diff": round(worst_diff, 4), "class_ties": ties},
+    )
 
 
 class YOLOExporter:
@@ -1709,7 +2365,10 @@ class YOLOExporter:
                     _remove_quietly(result.path)
                 raise
             result.reference.settings.num_classes = result.num_classes
-        log(f"ONNX ({result.origin}): {result.path} [{result.model_name}, {result.imgsz}x{result.imgsz}, {result.num_classes} classes]")
+        log(
+            f"ONNX ({result.origin}): {result.path} [{result.model_name}, {result.imgsz}x{result.imgsz}, "
+            f"{result.num_classes} classes]"
+        )
         return result
 
     def _from_weights(self, weights: Path) -> OnnxModel:
@@ -1738,7 +2397,11 @@ class YOLOExporter:
         meta = self._metadata_of(target)
         if meta is None:
             return None
-        if (meta.get(META_LAYOUT), meta.get(META_IMGSZ), meta.get(META_SOURCE_SHA256)) != (ONNX_LAYOUT, str(self.options.imgsz), source_sha):
+        if (meta.get(META_LAYOUT), meta.get(META_IMGSZ), meta.get(META_SOURCE_SHA256)) != (
+            ONNX_LAYOUT,
+            str(self.options.imgsz),
+            source_sha,
+        ):
             log(f"{target} was exported from other weights or options; exporting again", level=2)
             return None
         names = _names_from_metadata(meta)
@@ -1749,7 +2412,12 @@ class YOLOExporter:
     def _reusable_without_weights(self, target: Path, weights_name: str) -> OnnxModel | None:
         """No weights anywhere, but our export of exactly that file is: use it, download nothing."""
         meta = self._metadata_of(target)
-        if meta and meta.get(META_SOURCE) == weights_name and meta.get(META_LAYOUT) == ONNX_LAYOUT and meta.get(META_IMGSZ) == str(self.options.imgsz):
+        if (
+            meta
+            and meta.get(META_SOURCE) == weights_name
+            and meta.get(META_LAYOUT) == ONNX_LAYOUT
+            and meta.get(META_IMGSZ) == str(self.options.imgsz)
+        ):
             names = _names_from_metadata(meta)
             if names:
                 notice(f"{weights_name} not found; reusing {target} exported from it earlier")
@@ -1784,9 +2452,17 @@ class YOLOExporter:
             try:
                 found = Path(attempt_download_asset(str(staging / weights.name)))
             except Exception as error:
-                raise ToolError(f"{weights.name} not found in {searched} and the download failed ({type(error).__name__}); put the file there, or check the name and the network", EXIT_USAGE) from None
+                raise ToolError(
+                    f"{weights.name} not found in {searched} and the download failed ({type(error).__name__}); put "
+                    "the file there, or check the name and the network",
+                    EXIT_USAGE,
+                ) from None
             if not found.is_file():
-                raise ToolError(f"{weights.name} not found in {searched} and not downloadable (offline, or not an official model name); put the file there or pass --pt/--onnx", EXIT_USAGE)
+                raise ToolError(
+                    f"{weights.name} not found in {searched} and not downloadable (offline, or not an official "
+                    "model name); put the file there or pass --pt/--onnx",
+                    EXIT_USAGE,
+                )
             if found.parent != staging:  # already in ultralytics' weights_dir: use it where it is
                 return found
             os.replace(found, weights)
@@ -1809,7 +2485,11 @@ class YOLOExporter:
             return
         if is_recorded_download(weights, sha256):
             return
-        raise ToolError(f"{weights} was found by searching, not named, and this tool did not download it; a .pt can run code when loaded: if you trust it, set PT_PATH={os.path.abspath(weights)} (or --pt)", EXIT_USAGE)
+        raise ToolError(
+            f"{weights} was found by searching, not named, and this tool did not download it; a .pt can run code "
+            f"when loaded: if you trust it, set PT_PATH={os.path.abspath(weights)} (or --pt)",
+            EXIT_USAGE,
+        )
 
     @staticmethod
     def _load_yaml_cfg(path: Path) -> dict[str, Any]:
@@ -1820,7 +2500,11 @@ class YOLOExporter:
         try:
             cfg = yaml_model_load(str(path))
         except Exception:
-            raise ToolError(f"--pt {path}: model yaml not found or unreadable (neither a file nor an ultralytics model cfg like yolo11n.yaml)", EXIT_USAGE) from None
+            raise ToolError(
+                f"--pt {path}: model yaml not found or unreadable (neither a file nor an ultralytics model cfg "
+                "like yolo11n.yaml)",
+                EXIT_USAGE,
+            ) from None
         if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
             raise ToolError(f"--pt {path}: not an ultralytics model yaml (no backbone/head)", EXIT_USAGE)
         return cfg
@@ -1843,16 +2527,26 @@ class YOLOExporter:
         if _is_model_yaml(source):
             cfg = self._load_yaml_cfg(source)
             head_module = str(cfg["head"][-1][2]) if cfg["head"] and len(cfg["head"][-1]) > 2 else ""
-            task = "detect" if head_module == "RTDETRDecoder" else guess_model_task(cfg)  # ultralytics guesses None for it
+            task = (
+                "detect" if head_module == "RTDETRDecoder" else guess_model_task(cfg)
+            )  # ultralytics guesses None for it
             if task != "detect":
-                raise ToolError(f"{source}: a {task} model, not a detection model; give a YOLO detection model", EXIT_USAGE)
-            model_class = {"RTDETRDecoder": tasks.RTDETRDetectionModel, "WorldDetect": tasks.WorldModel, "YOLOEDetect": tasks.YOLOEModel}.get(head_module, DetectionModel)
+                raise ToolError(
+                    f"{source}: a {task} model, not a detection model; give a YOLO detection model", EXIT_USAGE
+                )
+            model_class = {
+                "RTDETRDecoder": tasks.RTDETRDetectionModel,
+                "WorldDetect": tasks.WorldModel,
+                "YOLOEDetect": tasks.YOLOEModel,
+            }.get(head_module, DetectionModel)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_YAML_SEED)
                 try:
                     model = model_class(cfg, verbose=False)
                 except Exception as error:
-                    raise ToolError(f"{source}: cannot build the model ({type(error).__name__}: {error})", EXIT_USAGE) from None
+                    raise ToolError(
+                        f"{source}: cannot build the model ({type(error).__name__}: {error})", EXIT_USAGE
+                    ) from None
             model.names = self._yaml_class_names(int(model.model[-1].nc))
         else:
             check_checkpoint_archive(source)
@@ -1862,7 +2556,11 @@ class YOLOExporter:
                 raise
             except Exception as error:
                 first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise ToolError(f"{source} is not a loadable YOLO checkpoint ({type(error).__name__}{': ' + first[:160] if first else ''}); re-download or re-export it", EXIT_USAGE) from None
+                raise ToolError(
+                    f"{source} is not a loadable YOLO checkpoint "
+                    f"({type(error).__name__}{': ' + first[:160] if first else ''}); re-download or re-export it",
+                    EXIT_USAGE,
+                ) from None
         self._check_detector(model, source)
         return model
 
@@ -1874,9 +2572,18 @@ class YOLOExporter:
         head = layers[-1] if layers is not None and len(layers) else None
         task = getattr(model, "task", None)
         # Segment, Pose, OBB, YOLOE/World heads subclass Detect: accept the plain detectors only
-        if head is None or not isinstance(head, (Detect, RTDETRDecoder)) or type(head).__name__ not in _SERVED_HEADS or (task and task != "detect"):
+        if (
+            head is None
+            or not isinstance(head, (Detect, RTDETRDecoder))
+            or type(head).__name__ not in _SERVED_HEADS
+            or (task and task != "detect")
+        ):
             kind = task or type(head).__name__
-            raise ToolError(f"{source}: a {kind} model (head {type(head).__name__}), not a YOLO detection model; give a detection .pt", EXIT_USAGE)
+            raise ToolError(
+                f"{source}: a {kind} model (head {type(head).__name__}), not a YOLO detection model; give a "
+                "detection .pt",
+                EXIT_USAGE,
+            )
 
     def export(self, source: Path, target: Path, model_name: str, source_sha256: str) -> list[str]:
         """Export `source` (.pt or model yaml) to `target` in the DeepStream layout; returns class names."""
@@ -1903,15 +2610,7 @@ class YOLOExporter:
             model_proto = onnxslim.slim(model_proto)
         except Exception as error:  # the unslimmed graph is correct, only slower to parse
             notice(f"onnxslim failed ({type(error).__name__}: {error}); keeping the unslimmed graph")
-        _set_metadata(model_proto, {
-            META_LAYOUT: ONNX_LAYOUT,
-            META_MODEL: model_name,
-            META_IMGSZ: str(imgsz),
-            META_NAMES: json.dumps(names),
-            META_SOURCE: source.name,
-            META_SOURCE_SHA256: source_sha256,
-            META_TOOL_VERSION: TOOL_VERSION,
-        })
+        _set_metadata(model_proto, layout_metadata(model_name, imgsz, names, source.name, source_sha256))
         model_proto.producer_name = "auto_build_engine"
         model_proto.producer_version = TOOL_VERSION
         bar.update("write", 3, 4)
@@ -1961,7 +2660,11 @@ class YOLOExporter:
         head = model.model[-1]
         if getattr(head, "one2one_cv2", None) is not None:
             if getattr(head, "cv2", None) is None:
-                raise ToolError("this model has only an end-to-end (NMS-free) head; export needs the one-to-many head (nvinfer does the NMS)", EXIT_USAGE)
+                raise ToolError(
+                    "this model has only an end-to-end (NMS-free) head; export needs the one-to-many head (nvinfer "
+                    "does the NMS)",
+                    EXIT_USAGE,
+                )
             head._end2end = False  # one-to-many branch: nvinfer cluster-mode=2 does the NMS
         model = model.fuse(verbose=False) if hasattr(model, "fuse") else model
         rtdetr = isinstance(head, RTDETRDecoder)
@@ -2010,9 +2713,12 @@ class YOLOExporter:
                 if isinstance(module, Detect):
                     module.shape = None  # anchors for imgsz are made while tracing, then folded to constants
             torch.onnx.export(
-                wrapper, (dummy,), buffer,
+                wrapper,
+                (dummy,),
+                buffer,
                 opset_version=ONNX_OPSET,
-                input_names=[ONNX_INPUT_NAME], output_names=[ONNX_OUTPUT_NAME],
+                input_names=[ONNX_INPUT_NAME],
+                output_names=[ONNX_OUTPUT_NAME],
                 dynamic_axes={ONNX_INPUT_NAME: {0: "batch"}, ONNX_OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True,
                 dynamo=False,  # the dynamo exporter fails on these models
@@ -2025,28 +2731,38 @@ class YOLOExporter:
         imgsz = self.options.imgsz
         model_proto = _load_onnx(path)
         graph = model_proto.graph
-        initializers = {init.name for init in graph.initializer}
-        given_dims = [_dims(i) for i in graph.input if i.name not in initializers]
+        given_dims = [_dims(i) for i in _image_inputs(graph)]
         in_dims = given_dims[0] if len(given_dims) == 1 else []
         if len(in_dims) == 4:
             for axis, label in ((2, "height"), (3, "width")):
                 if not _is_dynamic(in_dims[axis]) and in_dims[axis] != imgsz:
-                    raise ToolError(f"{path}: input {label} is {in_dims[axis]} but --imgsz is {imgsz}; pass --imgsz {in_dims[axis]} or re-export at {imgsz}", EXIT_USAGE)
+                    raise ToolError(
+                        f"{path}: input {label} is {in_dims[axis]} but --imgsz is {imgsz}; pass --imgsz "
+                        f"{in_dims[axis]} or re-export at {imgsz}",
+                        EXIT_USAGE,
+                    )
         given_out = _dims(graph.output[0]) if len(graph.output) == 1 else []
         _settle_output_shape(model_proto, imgsz)  # simplify=False: symbolic output dims
         layout = _graph_layout(model_proto, path)
-        image_input = next(i for i in graph.input if i.name not in initializers)
+        image_input = _image_inputs(graph)[0]
         meta = _read_metadata(model_proto)
         _check_model_stride(path, imgsz, meta.get("stride"))
         nms_batch = _embedded_nms_batch(model_proto)
         max_batch = self.options.max_batch
         if nms_batch and nms_batch < max_batch:
-            raise ToolError(f"{path}: ultralytics' embedded NMS (export nms=True) was traced for batch {nms_batch}, so images {nms_batch + 1}..{max_batch} of a batch would get no detections; export again without nms=True (nvinfer does the NMS) or with nms=True batch={max_batch} dynamic=True", EXIT_USAGE)
+            raise ToolError(
+                f"{path}: ultralytics' embedded NMS (export nms=True) was traced for batch {nms_batch}, so images "
+                f"{nms_batch + 1}..{max_batch} of a batch would get no detections; export again without nms=True "
+                f"(nvinfer does the NMS) or with nms=True batch={max_batch} dynamic=True",
+                EXIT_USAGE,
+            )
         names = self._given_class_names(path, meta, layout, _dims(graph.output[0]))
         fix_hw = _is_dynamic(in_dims[2]) or _is_dynamic(in_dims[3])
         rename = image_input.name != ONNX_INPUT_NAME or graph.output[0].name != ONNX_OUTPUT_NAME
         float32 = _import_onnx_stack()[0].TensorProto.FLOAT
-        recast = image_input.type.tensor_type.elem_type != float32 or graph.output[0].type.tensor_type.elem_type != float32
+        recast = (
+            image_input.type.tensor_type.elem_type != float32 or graph.output[0].type.tensor_type.elem_type != float32
+        )
         settled = _dims(graph.output[0]) != given_out
         if layout == "deepstream" and not fix_hw and not rename and not recast and not settled:
             result = OnnxModel(path, meta.get(META_MODEL, path.stem), imgsz, names, "given")
@@ -2071,10 +2787,17 @@ class YOLOExporter:
             names, origin = read_labels(labels), str(labels)
         if names is None:
             count = nc if nc is not None else DEFAULT_CLASS_COUNT
-            notice(f"{path} names no classes and has no {LABELS_FILE_NAME} next to it; using class0..class{count - 1}" + ("" if nc is not None else f" (assumed {count} classes)"))
+            notice(
+                f"{path} names no classes and has no {LABELS_FILE_NAME} next to it; using class0..class{count - 1}"
+                + ("" if nc is not None else f" (assumed {count} classes)")
+            )
             return default_class_names(count)
         if nc is not None and len(names) != nc:
-            raise ToolError(f"{path}: the model has {nc} classes but {origin} names {len(names)}; fix {LABELS_FILE_NAME} or the export", EXIT_USAGE)
+            raise ToolError(
+                f"{path}: the model has {nc} classes but {origin} names {len(names)}; fix {LABELS_FILE_NAME} or "
+                "the export",
+                EXIT_USAGE,
+            )
         return names
 
     def _adapt(self, path: Path, model_proto: Any, layout: str, names: list[str], fix_hw: bool) -> OnnxModel:
@@ -2088,12 +2811,15 @@ class YOLOExporter:
             target = Path(self.options.models_dir) / file_name
         source_sha = sha256_of_file(path)
         meta = self._metadata_of(target)
-        if meta and (meta.get(META_LAYOUT), meta.get(META_IMGSZ), meta.get(META_SOURCE_SHA256)) == (ONNX_LAYOUT, str(imgsz), source_sha):
+        if meta and (meta.get(META_LAYOUT), meta.get(META_IMGSZ), meta.get(META_SOURCE_SHA256)) == (
+            ONNX_LAYOUT,
+            str(imgsz),
+            source_sha,
+        ):
             log(f"{target} already adapts {path}; using it", level=2)
             return OnnxModel(target, meta.get(META_MODEL, stem), imgsz, names, "adapted")
         graph = model_proto.graph
-        initializers = {init.name for init in graph.initializer}
-        image_input = next(i for i in graph.input if i.name not in initializers)
+        image_input = _image_inputs(graph)[0]
         if fix_hw:  # TensorRT then sees only the batch axis as dynamic
             for axis in (2, 3):
                 dim = image_input.type.tensor_type.shape.dim[axis]
@@ -2107,25 +2833,23 @@ class YOLOExporter:
         else:
             _append_layout_adapter(model_proto, layout, imgsz)
         _sort_topologically(graph)  # half=True exports come out of order; the adapter goes last
-        _set_metadata(model_proto, {
-            META_LAYOUT: ONNX_LAYOUT,
-            META_MODEL: stem,
-            META_IMGSZ: str(imgsz),
-            META_NAMES: json.dumps(names),
-            META_SOURCE: path.name,
-            META_SOURCE_SHA256: source_sha,
-            META_TOOL_VERSION: TOOL_VERSION,
-        })
+        _set_metadata(model_proto, layout_metadata(stem, imgsz, names, path.name, source_sha))
         try:
             data = model_proto.SerializeToString()
         except ValueError:
-            raise ToolError(f"{path} is over 2 GB (external data); export a smaller model or pass --pt", EXIT_USAGE) from None
+            raise ToolError(
+                f"{path} is over 2 GB (external data); export a smaller model or pass --pt", EXIT_USAGE
+            ) from None
         onnx, _ = _import_onnx_stack()
         try:  # refused here, nothing is written
             onnx.checker.check_model(data)
         except Exception as error:
             first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            raise ToolError(f"{path}: the adapted copy fails the ONNX checker ({first}); export it again with ultralytics' defaults or pass --pt", EXIT_USAGE) from None
+            raise ToolError(
+                f"{path}: the adapted copy fails the ONNX checker ({first}); export it again with ultralytics' "
+                "defaults or pass --pt",
+                EXIT_USAGE,
+            ) from None
         atomic_write_bytes(target, data)
         log(f"adapted {path} to the DeepStream layout: {target}")
         return OnnxModel(target, stem, imgsz, names, "adapted")
@@ -2149,50 +2873,87 @@ class YOLOExporter:
         try:
             onnx.checker.check_model(str(path))  # path form: also works past the 2 GB protobuf limit
         except Exception as error:
-            raise ToolError(f"{path} fails the ONNX checker ({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}); export it again", EXIT_USAGE) from None
+            raise ToolError(
+                f"{path} fails the ONNX checker "
+                f"({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}); "
+                "export it again",
+                EXIT_USAGE,
+            ) from None
         model_proto = _load_onnx(path, load_external_data=False)
         graph = model_proto.graph
-        initializers = {init.name for init in graph.initializer}
-        inputs = [i for i in graph.input if i.name not in initializers]
-        if len(inputs) != 1 or inputs[0].name != ONNX_INPUT_NAME or len(graph.output) != 1 or graph.output[0].name != ONNX_OUTPUT_NAME:
-            raise ToolError(f"{path}: expected one input {ONNX_INPUT_NAME!r} and one output {ONNX_OUTPUT_NAME!r}, found {[i.name for i in inputs]} -> {[o.name for o in graph.output]}", EXIT_USAGE)
+        inputs = _image_inputs(graph)
+        if (
+            len(inputs) != 1
+            or inputs[0].name != ONNX_INPUT_NAME
+            or len(graph.output) != 1
+            or graph.output[0].name != ONNX_OUTPUT_NAME
+        ):
+            raise ToolError(
+                f"{path}: expected one input {ONNX_INPUT_NAME!r} and one output {ONNX_OUTPUT_NAME!r}, found "
+                f"{[i.name for i in inputs]} -> {[o.name for o in graph.output]}",
+                EXIT_USAGE,
+            )
         float32 = onnx.TensorProto.FLOAT
         in_dims, out_dims = _dims(inputs[0]), _dims(graph.output[0])
         if inputs[0].type.tensor_type.elem_type != float32 or graph.output[0].type.tensor_type.elem_type != float32:
             raise ToolError(f"{path}: input and output must be float32", EXIT_USAGE)
         if len(in_dims) != 4 or not _is_dynamic(in_dims[0]) or in_dims[1:] != [3, imgsz, imgsz]:
-            raise ToolError(f"{path}: input shape {in_dims} is not [batch,3,{imgsz},{imgsz}] with only the batch dynamic", EXIT_USAGE)
+            raise ToolError(
+                f"{path}: input shape {in_dims} is not [batch,3,{imgsz},{imgsz}] with only the batch dynamic",
+                EXIT_USAGE,
+            )
         if len(out_dims) != 3 or out_dims[2] != 6 or not _is_dynamic(out_dims[0]):
             raise ToolError(f"{path}: output shape {out_dims} is not [batch,N,6]", EXIT_USAGE)
         names = _names_from_metadata(_read_metadata(model_proto))
         del model_proto
         if full is None:
             full = options.validate == "full"
-        batches = sorted({1, options.min_batch, options.opt_batch, options.max_batch}) if full else [1]
+        batches = distinct_batches(1, options.min_batch, options.opt_batch, options.max_batch) if full else [1]
         try:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:
-            raise ToolError(f"{path}: onnxruntime cannot load it ({type(error).__name__}); export it again", EXIT_USAGE) from None
+            raise ToolError(
+                f"{path}: onnxruntime cannot load it ({type(error).__name__}); export it again", EXIT_USAGE
+            ) from None
         image, image_name = letterbox_image(reference_image_path(), imgsz)
-        settings = DecodeSettings(imgsz, len(names) if names else 1 << 16, options.pre_cluster_threshold, options.nms_iou_threshold, options.topk)
+        settings = DecodeSettings(
+            imgsz,
+            len(names) if names else 1 << 16,
+            options.pre_cluster_threshold,
+            options.nms_iou_threshold,
+            options.topk,
+        )
         reference: Reference | None = None
         anchors = out_dims[1] if not _is_dynamic(out_dims[1]) else None
-        baseline, per_image, checked = _rss_bytes(), 0, []
+        baseline, per_image = _rss_bytes(), 0
+        checked: list[int] = []
         for done, batch in enumerate(batches):
             available = _available_memory_bytes()
             if checked and per_image and available is not None and per_image * batch > 0.8 * available:
                 # yolo11x at 1280 needs about 1 GB of host RAM per image on onnxruntime CPU
-                notice(f"onnxruntime check at batch {batch} skipped: it needs about {per_image * batch >> 20} MiB, {available >> 20} MiB available (TensorRT still builds the profile up to --max-batch {options.max_batch})")
+                notice(
+                    f"onnxruntime check at batch {batch} skipped: it needs about {per_image * batch >> 20} MiB, "
+                    f"{available >> 20} MiB available (TensorRT still builds the profile up to --max-batch "
+                    f"{options.max_batch})"
+                )
                 break
             bar.update(f"onnxruntime batch {batch} on {image_name}", done, len(batches))
             images = np.ascontiguousarray(np.broadcast_to(image, (batch, *image.shape)))
             try:
                 (output,) = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: images})
             except Exception as error:
-                raise ToolError(f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}: {str(error).strip().splitlines()[0][:160] if str(error).strip() else ''}); export it again", EXIT_USAGE) from None
+                raise ToolError(
+                    f"{path}: onnxruntime failed at batch {batch} ({type(error).__name__}: "
+                    f"{str(error).strip().splitlines()[0][:160] if str(error).strip() else ''}); export it again",
+                    EXIT_USAGE,
+                ) from None
             anchors = anchors or output.shape[1]
             if output.shape != (batch, anchors, 6) or output.dtype != np.float32:
-                raise ToolError(f"{path}: onnxruntime output at batch {batch} is {list(output.shape)} {output.dtype}, expected [{batch},{anchors},6] float32", EXIT_USAGE)
+                raise ToolError(
+                    f"{path}: onnxruntime output at batch {batch} is {list(output.shape)} {output.dtype}, expected "
+                    f"[{batch},{anchors},6] float32",
+                    EXIT_USAGE,
+                )
             if not np.isfinite(output).all():
                 raise ToolError(f"{path}: onnxruntime output at batch {batch} has NaN/Inf; export it again", EXIT_USAGE)
             if reference is None:
@@ -2200,7 +2961,11 @@ class YOLOExporter:
             for slot in range(batch):  # the same image in every slot: the same boxes, or the graph mixes the batch
                 result = compare_detections(reference.rows, output[slot], settings)
                 if not result.ok:
-                    raise ToolError(f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image ({result.figures()}); the graph mixes batch slots, export it again", EXIT_USAGE)
+                    raise ToolError(
+                        f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image "
+                        f"({result.figures()}); the graph mixes batch slots, export it again",
+                        EXIT_USAGE,
+                    )
             checked.append(batch)
             # onnxruntime's arena keeps what the run needed, so resident growth approximates its peak; at
             # least the input and output themselves (freed memory reused by the arena can hide the growth)
@@ -2209,12 +2974,15 @@ class YOLOExporter:
         del session
         assert reference is not None
         boxes = len(reference.detections)
-        bar.finish(f"valid: [B,3,{imgsz},{imgsz}] -> [B,{anchors},6], onnxruntime batch {','.join(map(str, checked))} on {image_name}: {boxes} boxes (the reference for the engine)")
+        bar.finish(
+            f"valid: [B,3,{imgsz},{imgsz}] -> [B,{anchors},6], onnxruntime batch {','.join(map(str, checked))} on "
+            f"{image_name}: {boxes} boxes (the reference for the engine)"
+        )
         return reference
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Build: EngineBuilder and the engine cache
+# 4. Build: EngineBuilder, the engine cache and the fleet store
 # --------------------------------------------------------------------------------------------
 
 SIDECAR_SCHEMA = 1
@@ -2318,12 +3086,12 @@ class EnginePlan:
 
     @property
     def timing_cache_path(self) -> Path:
-        return self.engine_dir / f"timing-sm{self.key.compute_capability.replace('.', '')}-trt{self.key.tensorrt_version}.cache"
+        return self.engine_dir / f"timing-{sm_name(self.key.compute_capability)}-trt{self.key.tensorrt_version}.cache"
 
 
 def engine_stem(key: EngineKey, slug: str) -> str:
-    sm = key.compute_capability.replace(".", "")
-    return f"{key.model}_{key.imgsz}_b{key.max_batch}_{key.precision}_sm{sm}-{slug}_trt{key.tensorrt_version}"
+    sm = sm_name(key.compute_capability)
+    return f"{key.model}_{key.imgsz}_b{key.max_batch}_{key.precision}_{sm}-{slug}_trt{key.tensorrt_version}"
 
 
 def model_label(options: Options) -> str:
@@ -2340,10 +3108,16 @@ def model_label(options: Options) -> str:
 def plan_engine(options: Options, gpu: GpuInfo, tensorrt_version: str) -> EnginePlan:
     precision, reason = resolve_precision(options.precision, gpu, tensorrt_version)
     key = EngineKey(
-        model=model_label(options), imgsz=options.imgsz,
-        min_batch=options.min_batch, opt_batch=options.opt_batch, max_batch=options.max_batch,
-        precision_request=options.precision, precision=precision,
-        gpu_name=gpu.name, compute_capability=gpu.compute_capability, tensorrt_version=tensorrt_version,
+        model=model_label(options),
+        imgsz=options.imgsz,
+        min_batch=options.min_batch,
+        opt_batch=options.opt_batch,
+        max_batch=options.max_batch,
+        precision_request=options.precision,
+        precision=precision,
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+        tensorrt_version=tensorrt_version,
     )
     return EnginePlan(key, engine_stem(key, gpu.slug), Path(options.engine_dir).absolute(), reason, gpu)
 
@@ -2393,7 +3167,12 @@ class Sidecar:
         except IsADirectoryError:
             raise ValueError(f"sidecar {Path(path).name} is a directory") from None
         except PermissionError:  # not "no sidecar": another uid built it with a mode this uid cannot read
-            raise ToolError(f"uid {os.getuid()} cannot read the sidecar {path} (permission denied): the engine there was built by another uid; share the volume through a group (setgid directory, umask 0027 or 0007: README Security) or run as that uid", EXIT_USAGE) from None
+            raise ToolError(
+                f"uid {os.getuid()} cannot read the sidecar {path} (permission denied): the engine there was built "
+                "by another uid; share the volume through a group (setgid directory, umask 0027 or 0007: README "
+                "Security) or run as that uid",
+                EXIT_USAGE,
+            ) from None
         except OSError:
             raise ValueError(f"no sidecar {Path(path).name}") from None
         except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
@@ -2418,6 +3197,7 @@ class Sidecar:
 def _sidecar_shape_problem(data: Any) -> str | None:
     """What is wrong with the types of a parsed sidecar, or None: a damaged one must read as stale,
     never crash the start or the healthcheck."""
+
     def is_int(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
@@ -2426,9 +3206,18 @@ def _sidecar_shape_problem(data: Any) -> str | None:
     key = data.get("key")
     if not isinstance(key, dict):
         return "no key object"
-    for name, kind in (("model", str), ("imgsz", int), ("min_batch", int), ("opt_batch", int), ("max_batch", int),
-                       ("precision_request", str), ("precision", str), ("gpu_name", str),
-                       ("compute_capability", str), ("tensorrt_version", str)):
+    for name, kind in (
+        ("model", str),
+        ("imgsz", int),
+        ("min_batch", int),
+        ("opt_batch", int),
+        ("max_batch", int),
+        ("precision_request", str),
+        ("precision", str),
+        ("gpu_name", str),
+        ("compute_capability", str),
+        ("tensorrt_version", str),
+    ):
         if not (is_int(key.get(name)) if kind is int else isinstance(key.get(name), kind)):
             return f"key.{name} is not a {kind.__name__}"
     profile = data.get("profile")
@@ -2468,8 +3257,11 @@ def check_engine(plan: EnginePlan, options: Options) -> CacheState:
     except ValueError as error:
         return CacheState(False, str(error))
     if sidecar.key != plan.key:
-        diffs = [f"{name} {getattr(sidecar.key, name)!r} -> {getattr(plan.key, name)!r}"
-                 for name in plan.key.as_json() if getattr(sidecar.key, name) != getattr(plan.key, name)]
+        diffs = [
+            f"{name} {getattr(sidecar.key, name)!r} -> {getattr(plan.key, name)!r}"
+            for name in plan.key.as_json()
+            if getattr(sidecar.key, name) != getattr(plan.key, name)
+        ]
         return CacheState(False, "engine key changed: " + ", ".join(diffs), sidecar)
     try:
         size = plan.engine_path.stat().st_size
@@ -2478,16 +3270,24 @@ def check_engine(plan: EnginePlan, options: Options) -> CacheState:
     if size != sidecar.engine_size:
         if plan.engine_path.is_dir():
             return CacheState(False, f"engine path {plan.engine_path.name} is a directory", sidecar)
-        return CacheState(False, f"engine size {size} differs from the sidecar's {sidecar.engine_size} (truncated or replaced)", sidecar)
+        return CacheState(
+            False,
+            f"engine size {size} differs from the sidecar's {sidecar.engine_size} (truncated or replaced)",
+            sidecar,
+        )
     if options.deep:  # reads the whole engine: --deep, or the healthcheck's first --check after a build
         try:
             digest = sha256_of_file(plan.engine_path)
         except OSError as error:
             return CacheState(False, f"engine file {plan.engine_path.name} is not readable ({error.strerror})", sidecar)
         if digest != sidecar.engine_sha256:
-            return CacheState(False, f"engine sha256 differs from the sidecar's (the file is damaged); rebuild with --force", sidecar)
+            return CacheState(
+                False, "engine sha256 differs from the sidecar's (the file is damaged); rebuild with --force", sidecar
+            )
     given = given_model_file(options)
-    if given is not None and not (sidecar.source is None and not given.exists()):  # None: built from an earlier export of absent weights
+    if given is not None and not (
+        sidecar.source is None and not given.exists()
+    ):  # None: built from an earlier export of absent weights
         recorded = sidecar.source
         try:
             current = FileStamp.of(given, recorded)
@@ -2551,6 +3351,7 @@ def ultralytics_cfg_file(name: Path) -> Path | None:
 
 # -- locking ---------------------------------------------------------------------------------
 
+
 class BuildLock:
     """`ENGINE_DIR/.build.lock` through filelock; a waiting process says who holds it.
 
@@ -2579,11 +3380,18 @@ class BuildLock:
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
-            log(f"another process holds {self.path} ({self._owner()}); waiting up to {self.timeout_s:.0f}s ({LOCK_TIMEOUT_ENV})")
+            log(
+                f"another process holds {self.path} ({self._owner()}); waiting up to {self.timeout_s:.0f}s "
+                f"({LOCK_TIMEOUT_ENV})"
+            )
             try:
                 self._lock.acquire(timeout=self.timeout_s)
             except Timeout:
-                raise ToolError(f"timed out after {self.timeout_s:.0f}s waiting for {self.path} ({self._owner()}); raise {LOCK_TIMEOUT_ENV} or stop the other build", EXIT_BUILD_FAILED) from None
+                raise ToolError(
+                    f"timed out after {self.timeout_s:.0f}s waiting for {self.path} ({self._owner()}); raise "
+                    f"{LOCK_TIMEOUT_ENV} or stop the other build",
+                    EXIT_BUILD_FAILED,
+                ) from None
         except OSError as error:
             raise self._open_error(error) from None
         owner = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -2623,20 +3431,32 @@ class BuildLock:
         import stat
 
         kind = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        return ToolError(f"{self.path} is {kind}; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it points to was touched)", EXIT_USAGE)
+        return ToolError(
+            f"{self.path} is {kind}; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it "
+            "points to was touched)",
+            EXIT_USAGE,
+        )
 
     def _open_error(self, error: OSError) -> ToolError:
         import errno
 
         if error.errno == errno.ELOOP:
-            return ToolError(f"{self.path} is a symlink; the build lock must be a plain file in ENGINE_DIR: remove it (nothing it points to was touched)", EXIT_USAGE)
+            return ToolError(
+                f"{self.path} is a symlink; the build lock must be a plain file in ENGINE_DIR: remove it (nothing "
+                "it points to was touched)",
+                EXIT_USAGE,
+            )
         if isinstance(error, PermissionError) and self.path.exists():
             try:
                 st = self.path.stat()
                 detail = f"mode {st.st_mode & 0o777:04o}, owner uid {st.st_uid} gid {st.st_gid}"
             except OSError:
                 detail = "not readable"
-            return ToolError(f"{self.path} is not writable by uid {os.getuid()} ({detail}); several uids on one volume need a group-writable ENGINE_DIR and umask 0002 or 0007 (README: Security)", EXIT_USAGE)
+            return ToolError(
+                f"{self.path} is not writable by uid {os.getuid()} ({detail}); several uids on one volume need a "
+                "group-writable ENGINE_DIR and umask 0002 or 0007 (README: Security)",
+                EXIT_USAGE,
+            )
         return ToolError(f"cannot create {self.path} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE)
 
     def _owner(self) -> str:
@@ -2652,6 +3472,7 @@ class BuildLock:
 
 
 # -- cancellation ----------------------------------------------------------------------------
+
 
 class CancelToken:
     """Set by SIGINT/SIGTERM; the progress monitor returns False so TensorRT stops the build."""
@@ -2729,6 +3550,7 @@ def install_cancel_handlers(token: CancelToken) -> Callable[[], None]:
 
 # -- the builder -----------------------------------------------------------------------------
 
+
 def import_tensorrt() -> Any:
     try:
         with _signals_deferred():
@@ -2736,7 +3558,9 @@ def import_tensorrt() -> Any:
     except ImportError:
         if _SIGNALS_RECEIVED:
             raise KeyboardInterrupt from None
-        raise ToolError("TensorRT not found; run inside the DeepStream image or pip install tensorrt", EXIT_ENVIRONMENT) from None
+        raise ToolError(
+            "TensorRT not found; run inside the DeepStream image or pip install tensorrt", EXIT_ENVIRONMENT
+        ) from None
     return trt
 
 
@@ -2838,14 +3662,23 @@ class EngineBuilder:
             config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
         size = self.plan.key.imgsz
-        shapes = [(batch, 3, size, size) for batch in (self.plan.key.min_batch, self.plan.key.opt_batch, self.plan.key.max_batch)]
+        shapes = [
+            (batch, 3, size, size)
+            for batch in (self.plan.key.min_batch, self.plan.key.opt_batch, self.plan.key.max_batch)
+        ]
         profile.set_shape(input_name, *shapes)
         config.add_optimization_profile(profile)
         self._use_timing_cache(config, timing_cache)
         plan_bytes = self._run_build(trt, builder, network, config, logger)
         # the builder adds its new timings to the cache we set: that is the merge
         new_cache = config.get_timing_cache()
-        return BuildResult(plan_bytes, precision, getattr(config, "builder_optimization_level", None), bytes(new_cache.serialize()), workspace >> 20)
+        return BuildResult(
+            plan_bytes,
+            precision,
+            getattr(config, "builder_optimization_level", None),
+            bytes(new_cache.serialize()),
+            workspace >> 20,
+        )
 
     @staticmethod
     def _use_timing_cache(config: Any, saved: bytes | None) -> None:
@@ -2872,7 +3705,11 @@ class EngineBuilder:
         try:
             from modelopt.onnx.autocast import convert_to_mixed_precision
         except ImportError:
-            raise ToolError("TensorRT 11 needs nvidia-modelopt[onnx] for FP16; pip install 'nvidia-modelopt[onnx]' or use --precision fp32", EXIT_ENVIRONMENT) from None
+            raise ToolError(
+                "TensorRT 11 needs nvidia-modelopt[onnx] for FP16; pip install 'nvidia-modelopt[onnx]' or use "
+                "--precision fp32",
+                EXIT_ENVIRONMENT,
+            ) from None
         log("converting the ONNX to mixed FP16 with ModelOpt AutoCast (TensorRT 11 takes precision from the ONNX)")
         model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True)
         models_dir = Path(self.options.models_dir)
@@ -2888,7 +3725,10 @@ class EngineBuilder:
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-            raise ToolError(f"TensorRT cannot parse {onnx_path.name}: {'; '.join(errors) or 'unknown parser error'}; re-export the ONNX (opset 17) or pass --pt")
+            raise ToolError(
+                f"TensorRT cannot parse {onnx_path.name}: {'; '.join(errors) or 'unknown parser error'}; re-export "
+                "the ONNX (opset 17) or pass --pt"
+            )
         self._parser = parser  # keep alive with the network
 
     def _check_input(self, network: Any) -> str:
@@ -2901,9 +3741,15 @@ class EngineBuilder:
         if len(shape) != 4 or shape[1] != 3:
             raise ToolError(f"input {tensor.name} has shape {shape}; expected [B,3,H,W]")
         if shape[0] != -1:
-            raise ToolError(f"input {tensor.name} has a static batch of {shape[0]}; re-export with a dynamic batch axis or pass --pt")
+            raise ToolError(
+                f"input {tensor.name} has a static batch of {shape[0]}; re-export with a dynamic batch axis or "
+                "pass --pt"
+            )
         if shape[2:] != (size, size):
-            raise ToolError(f"input {tensor.name} is {shape[2]}x{shape[3]} but --imgsz is {size}; pass --imgsz {shape[2]} or re-export")
+            raise ToolError(
+                f"input {tensor.name} is {shape[2]}x{shape[3]} but --imgsz is {size}; pass --imgsz {shape[2]} or "
+                "re-export"
+            )
         return str(tensor.name)
 
     def _run_build(self, trt: Any, builder: Any, network: Any, config: Any, logger: Any) -> bytes:
@@ -2944,16 +3790,22 @@ class EngineBuilder:
         logger = make_trt_logger(trt)
         engine = trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)
         if engine is None:
-            raise ToolError(f"the new engine does not deserialize: {'; '.join(logger.errors) or 'unknown error'}", EXIT_BUILD_FAILED)
+            raise ToolError(
+                f"the new engine does not deserialize: {'; '.join(logger.errors) or 'unknown error'}", EXIT_BUILD_FAILED
+            )
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ToolError(f"the new engine has inputs {inputs} and outputs {outputs}; expected one of each", EXIT_BUILD_FAILED)
+            raise ToolError(
+                f"the new engine has inputs {inputs} and outputs {outputs}; expected one of each", EXIT_BUILD_FAILED
+            )
         profile = engine.get_tensor_profile_shape(inputs[0], 0)
         maxima = tuple(profile[2])
         if maxima[0] != self.plan.key.max_batch:
-            raise ToolError(f"the new engine's max batch is {maxima[0]}, expected {self.plan.key.max_batch}", EXIT_BUILD_FAILED)
+            raise ToolError(
+                f"the new engine's max batch is {maxima[0]}, expected {self.plan.key.max_batch}", EXIT_BUILD_FAILED
+            )
         out_shape = tuple(engine.get_tensor_shape(outputs[0]))
         if len(out_shape) != 3 or out_shape[-1] != 6:
             raise ToolError(f"the new engine's output {outputs[0]} is {out_shape}; expected [B,N,6]", EXIT_BUILD_FAILED)
@@ -2961,7 +3813,9 @@ class EngineBuilder:
             return smoke_test(trt, engine, inputs[0], outputs[0], self.plan, reference)
 
 
-def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: EnginePlan, reference: Reference | None = None) -> EngineCheck | None:
+def smoke_test(
+    trt: Any, engine: Any, input_name: str, output_name: str, plan: EnginePlan, reference: Reference | None = None
+) -> EngineCheck | None:
     """One inference at batch min, opt and max when pycuda is here; otherwise say it was skipped.
 
     With a reference, every slot holds the reference image and the outputs are compared with
@@ -2971,7 +3825,10 @@ def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: E
         import numpy as np
         import pycuda.driver as cuda
     except ImportError:
-        notice("smoke test skipped: pycuda is not installed (the engine deserialized and its shapes are right; the comparison with the ONNX did not run)")
+        notice(
+            "smoke test skipped: pycuda is not installed (the engine deserialized and its shapes are right; the "
+            "comparison with the ONNX did not run)"
+        )
         return None
     cuda.init()
     context = cuda.Device(0).retain_primary_context()
@@ -2981,13 +3838,17 @@ def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: E
         stream = cuda.Stream()
         size = plan.key.imgsz
         outputs: dict[int, Any] = {}
-        for batch in sorted({plan.key.min_batch, plan.key.opt_batch, plan.key.max_batch}):
+        for batch in distinct_batches(plan.key.min_batch, plan.key.opt_batch, plan.key.max_batch):
             execution.set_input_shape(input_name, (batch, 3, size, size))
             out_shape = tuple(execution.get_tensor_shape(output_name))
             if out_shape[0] != batch or out_shape[-1] != 6:
-                raise ToolError(f"smoke test: batch {batch} gives output {out_shape}, expected [{batch},N,6]", EXIT_BUILD_FAILED)
+                raise ToolError(
+                    f"smoke test: batch {batch} gives output {out_shape}, expected [{batch},N,6]", EXIT_BUILD_FAILED
+                )
             if reference is not None:
-                host_in = np.ascontiguousarray(np.broadcast_to(reference.image, (batch, 3, size, size)), dtype=np.float32)
+                host_in = np.ascontiguousarray(
+                    np.broadcast_to(reference.image, (batch, 3, size, size)), dtype=np.float32
+                )
             else:
                 host_in = np.random.default_rng(batch).random((batch, 3, size, size), dtype=np.float32)
             host_out = np.empty(out_shape, dtype=np.float32)
@@ -3014,7 +3875,9 @@ def smoke_test(trt: Any, engine: Any, input_name: str, output_name: str, plan: E
         context.pop()
 
 
-def install_engine(plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar, extra: Sequence[tuple[Path, bytes]] = ()) -> None:
+def install_engine(
+    plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar, extra: Sequence[tuple[Path, bytes]] = ()
+) -> None:
     """Engine, sidecar and `extra` (labels, config) as one unit: all written to temp files and
     fsynced first, then renamed, engine first, sidecar next, config last. A failure while writing
     (disk full, permissions) leaves every previous file as it was.
@@ -3023,15 +3886,20 @@ def install_engine(plan: EnginePlan, plan_bytes: bytes, sidecar: Sidecar, extra:
     engine may sit there without a sidecar, which reads as "not valid" (rebuild), never as a wrong
     engine that looks valid.
     """
+
     def drop_old_sidecar() -> None:
         _remove_quietly(plan.sidecar_path)
         fsync_directory(plan.engine_dir)
 
     sidecar_bytes = (json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
-    install_files([(plan.engine_path, plan_bytes), (plan.sidecar_path, sidecar_bytes), *extra], before_replace=drop_old_sidecar)
+    install_files(
+        [(plan.engine_path, plan_bytes), (plan.sidecar_path, sidecar_bytes), *extra], before_replace=drop_old_sidecar
+    )
 
 
-def install_files(files: Sequence[tuple[Path, bytes | memoryview]], before_replace: Callable[[], None] | None = None) -> None:
+def install_files(
+    files: Sequence[tuple[Path, bytes | memoryview]], before_replace: Callable[[], None] | None = None
+) -> None:
     """Several files as one unit: every temp file is written and fsynced before the first rename,
     and SIGINT/SIGTERM wait until the renames are done."""
     import signal
@@ -3045,7 +3913,10 @@ def install_files(files: Sequence[tuple[Path, bytes | memoryview]], before_repla
             try:
                 fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
             except OSError as error:
-                raise ToolError(f"cannot write in {target.parent} ({error.strerror}); make it writable or choose another directory", EXIT_USAGE) from None
+                raise ToolError(
+                    f"cannot write in {target.parent} ({error.strerror}); make it writable or choose another directory",
+                    EXIT_USAGE,
+                ) from None
             staged.append((Path(tmp_name), target))
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # as atomic_write_bytes: group-shared volumes
@@ -3066,7 +3937,11 @@ def install_files(files: Sequence[tuple[Path, bytes | memoryview]], before_repla
             if tmp != final:
                 _remove_quietly(tmp)
         if isinstance(error, OSError):
-            raise ToolError(f"cannot write {target} ({error.strerror}); free space or fix permissions (the previous files are unchanged)", EXIT_BUILD_FAILED) from None
+            raise ToolError(
+                f"cannot write {target} ({error.strerror}); free space or fix permissions (the previous files are "
+                "unchanged)",
+                EXIT_BUILD_FAILED,
+            ) from None
         raise
     finally:
         if blocked:
@@ -3118,11 +3993,15 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
     only under the build lock (taken without waiting) and only files older than this run, so a
     live writer's file is never touched."""
     dirs = [d for d in dict.fromkeys((Path(engine_dir), Path(options.models_dir).absolute()))]
+
     def has_temp(directory: Path) -> bool:
         try:
-            return any((n.startswith(".") and n.endswith(".tmp")) or n.startswith(".download-") for n in os.listdir(directory))
+            return any(
+                (n.startswith(".") and n.endswith(".tmp")) or n.startswith(".download-") for n in os.listdir(directory)
+            )
         except OSError:
             return False
+
     if not any(has_temp(d) for d in dirs):
         return
     try:
@@ -3142,7 +4021,10 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
     finally:
         lock.release()
     if count:
-        notice(f"removed {count} temp file{'s' if count != 1 else ''} left by an interrupted run, freed {freed / 1e6:.1f} MB")
+        notice(
+            f"removed {count} temp file{'s' if count != 1 else ''} left by an interrupted run, freed "
+            f"{freed / 1e6:.1f} MB"
+        )
 
 
 # -- Engine store (fleet) ----------------------------------------------------------------------
@@ -3155,24 +4037,8 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
 
 STORE_LEASE_ENV = "ENGINE_STORE_LEASE_S"
 DEFAULT_STORE_LEASE_S = 60.0
-STORE_MODES = ("readwrite", "pull")
 STORE_SHA_PREFIX = 16
 STORE_CHUNK = 8 << 20
-
-
-def parse_store_url(text: str) -> str:
-    """`s3://bucket[/prefix]` or `file:///absolute/path`; anything else is bad usage (exit 2)."""
-    value = str(text).strip().rstrip("/")
-    if value.startswith("s3://"):
-        bucket = value[5:].split("/", 1)[0]
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-            raise ToolError(f"--engine-store {text!r}: {bucket!r} is not an S3 bucket name; use s3://bucket/prefix")
-        return value
-    if value.startswith("file://"):
-        if not value[7:].startswith("/"):
-            raise ToolError(f"--engine-store {text!r}: use an absolute path, file:///shared/engines")
-        return value
-    raise ToolError(f"--engine-store {text!r}: use s3://bucket/prefix (AWS S3, MinIO, Ceph) or file:///path")
 
 
 class StoreError(Exception):
@@ -3194,7 +4060,10 @@ def _aws_file_settings(environ: dict[str, str]) -> dict[str, str]:
     home = Path(environ.get("HOME") or Path.home())
     files = (
         (Path(environ.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials"), profile),
-        (Path(environ.get("AWS_CONFIG_FILE") or home / ".aws" / "config"), profile if profile == "default" else f"profile {profile}"),
+        (
+            Path(environ.get("AWS_CONFIG_FILE") or home / ".aws" / "config"),
+            profile if profile == "default" else f"profile {profile}",
+        ),
     )
     wanted = {  # file key -> (obstore key, environment variables that win)
         "aws_access_key_id": ("access_key_id", ("AWS_ACCESS_KEY_ID",)),
@@ -3213,7 +4082,11 @@ def _aws_file_settings(environ: dict[str, str]) -> dict[str, str]:
         if not parser.has_section(section):
             continue
         for file_key, (key, env_names) in wanted.items():
-            if key not in settings and parser.has_option(section, file_key) and not any(environ.get(n) for n in env_names):
+            if (
+                key not in settings
+                and parser.has_option(section, file_key)
+                and not any(environ.get(n) for n in env_names)
+            ):
                 settings[key] = parser.get(section, file_key).strip()
     return settings
 
@@ -3240,16 +4113,31 @@ class EngineStore:
             else:
                 bucket, _, prefix = url[5:].partition("/")
                 settings = _aws_file_settings(environ)
-                endpoint = settings.get("endpoint") or next((environ[n] for n in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT") if environ.get(n)), "")
+                endpoint = settings.get("endpoint") or next(
+                    (environ[n] for n in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT") if environ.get(n)),
+                    "",
+                )
                 if not (environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "region" in settings):
                     settings["region"] = "us-east-1"
                 if environ.get("AWS_ENDPOINT_URL_S3"):
                     settings.setdefault("endpoint", environ["AWS_ENDPOINT_URL_S3"])
                 self._store = S3Store(
-                    bucket, prefix=prefix or None,
-                    client_options={"allow_http": endpoint.startswith("http://"), "connect_timeout": "5s", "timeout": "600s"},
-                    retry_config={"max_retries": 3, "retry_timeout": datetime.timedelta(seconds=30),
-                                  "backoff": {"init_backoff": datetime.timedelta(milliseconds=200), "max_backoff": datetime.timedelta(seconds=5), "base": 2.0}},
+                    bucket,
+                    prefix=prefix or None,
+                    client_options={
+                        "allow_http": endpoint.startswith("http://"),
+                        "connect_timeout": "5s",
+                        "timeout": "600s",
+                    },
+                    retry_config={
+                        "max_retries": 3,
+                        "retry_timeout": datetime.timedelta(seconds=30),
+                        "backoff": {
+                            "init_backoff": datetime.timedelta(milliseconds=200),
+                            "max_backoff": datetime.timedelta(seconds=5),
+                            "base": 2.0,
+                        },
+                    },
                     **settings,
                 )
         except Exception as error:  # configuration errors of any kind: the store is off
@@ -3261,14 +4149,13 @@ class EngineStore:
         except StoreError:
             raise
         except (self._exc.PermissionDeniedError, self._exc.UnauthenticatedError) as error:
-            raise StoreError(f"{what}: access denied ({_short_error(error)}); check the credentials and the bucket policy") from None
+            raise StoreError(
+                f"{what}: access denied ({_short_error(error)}); check the credentials and the bucket policy"
+            ) from None
         except (FileNotFoundError, self._exc.NotFoundError, self._exc.AlreadyExistsError, self._exc.PreconditionError):
             raise
         except Exception as error:
             raise StoreError(f"{what}: {_short_error(error)}") from None
-
-    def _missing(self, error: BaseException) -> bool:
-        return isinstance(error, (FileNotFoundError, self._exc.NotFoundError))
 
     def read(self, key: str) -> tuple[bytes, str | None] | None:
         """(bytes, etag) of a small object, None when absent."""
@@ -3306,14 +4193,27 @@ class EngineStore:
             raise StoreError(f"download {key}: {_short_error(error)}") from None
         return size, digest.hexdigest()
 
+    def _put(self, key: str, data: bytes | Path, mode: Any) -> None:
+        """One upload with obstore's `mode`: a file in multipart chunks, bytes in one request."""
+        if isinstance(data, Path):
+            with open(data, "rb") as handle:
+                self._call(
+                    f"upload {key}",
+                    self._obs.put,
+                    self._store,
+                    key,
+                    handle,
+                    mode=mode,
+                    chunk_size=STORE_CHUNK,
+                    max_concurrency=4,
+                )
+        else:
+            self._call(f"upload {key}", self._obs.put, self._store, key, data, mode=mode)
+
     def create(self, key: str, data: bytes | Path) -> bool:
         """Conditional create (If-None-Match: *; multipart for files): False when the key exists."""
         try:
-            if isinstance(data, Path):
-                with open(data, "rb") as handle:
-                    self._call(f"upload {key}", self._obs.put, self._store, key, handle, mode="create", chunk_size=STORE_CHUNK, max_concurrency=4)
-            else:
-                self._call(f"upload {key}", self._obs.put, self._store, key, data, mode="create")
+            self._put(key, data, "create")
             return True
         except (self._exc.AlreadyExistsError, self._exc.PreconditionError):
             return False
@@ -3324,11 +4224,7 @@ class EngineStore:
         """Overwrite; with `etag` only if the object is still that version (If-Match; S3 only)."""
         mode: Any = {"e_tag": etag} if etag and not self.local else "overwrite"
         try:
-            if isinstance(data, Path):
-                with open(data, "rb") as handle:
-                    self._call(f"upload {key}", self._obs.put, self._store, key, handle, mode=mode, chunk_size=STORE_CHUNK, max_concurrency=4)
-            else:
-                self._call(f"upload {key}", self._obs.put, self._store, key, data, mode=mode)
+            self._put(key, data, mode)
             return True
         except (self._exc.AlreadyExistsError, self._exc.PreconditionError, FileNotFoundError, self._exc.NotFoundError):
             return False
@@ -3360,8 +4256,15 @@ class FleetLease:
         self._thread: threading.Thread | None = None
 
     def _body(self) -> bytes:
-        return json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "token": self.token,
-                           "expires_at": time.time() + self.seconds, "seconds": self.seconds}).encode()
+        return json.dumps(
+            {
+                "host": os.uname().nodename,
+                "pid": os.getpid(),
+                "token": self.token,
+                "expires_at": time.time() + self.seconds,
+                "seconds": self.seconds,
+            }
+        ).encode()
 
     def _refresh_etag(self) -> None:
         current = self.store.read(self.key)
@@ -3530,7 +4433,10 @@ class FleetEnsure:
                 if holder is None:  # nobody building (or done just now: look once more)
                     return self.try_pull()
             if not announced and holder:
-                log(f"{holder.get('host', '?')} pid {holder.get('pid', '?')} is building {self.plan.stem} for the fleet; waiting up to {timeout:.0f}s ({LOCK_TIMEOUT_ENV}) to pull it")
+                log(
+                    f"{holder.get('host', '?')} pid {holder.get('pid', '?')} is building {self.plan.stem} for the "
+                    f"fleet; waiting up to {timeout:.0f}s ({LOCK_TIMEOUT_ENV}) to pull it"
+                )
                 announced = True
             pulled = self.try_pull()
             if pulled is not None or self.broken or self.foreign:
@@ -3554,11 +4460,16 @@ class FleetEnsure:
             finally:
                 _remove_quietly(copy)
         except ValueError as error:
-            notice(f"engine store: the stored sidecar of {self.plan.stem} is unusable ({error}); refused, building here")
+            notice(
+                f"engine store: the stored sidecar of {self.plan.stem} is unusable ({error}); refused, building here"
+            )
             self.broken = True
             return None
         if stored.key != self.plan.key or stored.onnx.sha256 != self.onnx_stamp.sha256:
-            log(f"engine store: {self.entry} holds an engine for other options (opt/min batch or precision request); building here")
+            log(
+                f"engine store: {self.entry} holds an engine for other options (opt/min batch or precision "
+                "request); building here"
+            )
             self.foreign = True
             return None
         began = time.monotonic()
@@ -3579,7 +4490,9 @@ class FleetEnsure:
         try:
             fd, tmp_name = tempfile.mkstemp(dir=plan.engine_dir, prefix=f".{plan.engine_path.name}.", suffix=".tmp")
         except OSError as error:
-            raise ToolError(f"cannot write in {plan.engine_dir} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE) from None
+            raise ToolError(
+                f"cannot write in {plan.engine_dir} ({error.strerror}); make ENGINE_DIR writable", EXIT_USAGE
+            ) from None
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -3587,20 +4500,32 @@ class FleetEnsure:
                 handle.flush()
                 os.fsync(handle.fileno())
             if size != stored.engine_size or digest != stored.engine_sha256:
-                notice(f"engine store: {self.entry}/{plan.stem}.engine does not match its sidecar (sha256 {digest[:12]}, expected {stored.engine_sha256[:12]}); refused, building here")
+                notice(
+                    f"engine store: {self.entry}/{plan.stem}.engine does not match its sidecar (sha256 "
+                    f"{digest[:12]}, expected {stored.engine_sha256[:12]}); refused, building here"
+                )
                 self.broken = True
                 return None
             given = given_model_file(self.options)
             sidecar = dataclasses.replace(
-                stored, onnx=self.onnx_stamp, source=FileStamp.of(given, self.onnx_stamp) if given is not None else None,
-                origin={"how": "pulled", "store": self.url, "built_on": (stored.origin or {}).get("host"),
-                        "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                stored,
+                onnx=self.onnx_stamp,
+                source=FileStamp.of(given, self.onnx_stamp) if given is not None else None,
+                origin={
+                    "how": "pulled",
+                    "store": self.url,
+                    "built_on": (stored.origin or {}).get("host"),
+                    "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
             _remove_quietly(plan.sidecar_path)
             fsync_directory(plan.engine_dir)
             os.replace(tmp, plan.engine_path)
             fsync_directory(plan.engine_dir)
         except OSError as error:
-            raise ToolError(f"cannot write {plan.engine_path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED) from None
+            raise ToolError(
+                f"cannot write {plan.engine_path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED
+            ) from None
         finally:
             _remove_quietly(tmp)
         atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
@@ -3638,8 +4563,10 @@ class FleetEnsure:
         # an engine object without a sidecar is a dead builder's leftover (or being replaced): overwrite
         if not self.store.create(engine_key, plan.engine_path):
             self.store.replace(engine_key, plan.engine_path)
-        record = dataclasses.replace(sidecar, origin={"how": "built", "host": os.uname().nodename,
-                                                      "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        record = dataclasses.replace(
+            sidecar,
+            origin={"how": "built", "host": os.uname().nodename, "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        )
         body = (json.dumps(record.as_json(), indent=2, sort_keys=True) + "\n").encode()
         committed = self.store.replace(sidecar_key, body) if self.broken else self.store.create(sidecar_key, body)
         if not committed:
@@ -3657,7 +4584,9 @@ class FleetEnsure:
             return
         key, data, etag = self._timing_key(), cache.read_bytes(), self._timing_etag
         for _ in range(3):
-            if not self.store.local and (self.store.replace(key, data, etag=etag) if etag else self.store.create(key, data)):
+            if not self.store.local and (
+                self.store.replace(key, data, etag=etag) if etag else self.store.create(key, data)
+            ):
                 return
             current = self.store.read(key)
             if current is not None:
@@ -3698,7 +4627,10 @@ def ensure_engine(options: Options, system: SystemInfo, plan: EnginePlan, onnx_m
 
 def engine_origin(options: Options, system: SystemInfo) -> dict[str, Any]:
     """For --info: the engine this run would use and where it came from (built here or pulled)."""
-    report: dict[str, Any] = {"store": options.engine_store, "store_mode": options.engine_store_mode if options.engine_store else None}
+    report: dict[str, Any] = {
+        "store": options.engine_store,
+        "store_mode": options.engine_store_mode if options.engine_store else None,
+    }
     if not system.gpus or not system.tensorrt_version:
         return {**report, "engine": None, "valid": False, "origin": None}
     plan = plan_engine(options, system.gpu(options.gpu_id), system.tensorrt_version)
@@ -3710,7 +4642,7 @@ def engine_origin(options: Options, system: SystemInfo) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# 4. Configure: DeepStreamConfig
+# 5. Configure: DeepStreamConfig
 # --------------------------------------------------------------------------------------------
 
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
@@ -3738,7 +4670,9 @@ def check_config_text(what: str, value: str) -> None:
     """ToolError (exit 2) when `value` (named `what` in the message) would corrupt the nvinfer config."""
     problem = config_value_problem(str(value))
     if problem is not None:
-        raise ToolError(f"{what} {str(value)!r} contains {problem}; use a plain path or value (nothing was written)", EXIT_USAGE)
+        raise ToolError(
+            f"{what} {str(value)!r} contains {problem}; use a plain path or value (nothing was written)", EXIT_USAGE
+        )
 
 
 def parser_library_path() -> Path:
@@ -3786,9 +4720,15 @@ class DeepStreamConfig:
     def sections(self) -> dict[str, dict[str, str]]:
         sidecar, options = self.sidecar, self.options
         if self.batch_size > sidecar.max_batch:
-            raise ToolError(f"NUM_SOURCES {self.batch_size} exceeds the engine's max batch {sidecar.max_batch}; rebuild with MAX_BATCH >= {self.batch_size}")
+            raise ToolError(
+                f"NUM_SOURCES {self.batch_size} exceeds the engine's max batch {sidecar.max_batch}; rebuild with "
+                f"MAX_BATCH >= {self.batch_size}"
+            )
         if sidecar.precision_built not in NETWORK_MODE:
-            raise ToolError(f"sidecar {self.plan.sidecar_path.name} records unknown precision {sidecar.precision_built!r}; rebuild with --force")
+            raise ToolError(
+                f"sidecar {self.plan.sidecar_path.name} records unknown precision {sidecar.precision_built!r}; "
+                "rebuild with --force"
+            )
         size = sidecar.key.imgsz
         return {
             "property": {
@@ -3822,7 +4762,8 @@ class DeepStreamConfig:
     def render(self) -> str:
         lines = [
             "# Written by auto_build_engine.py from the engine's sidecar; rewritten whenever the engine changes.",
-            f"# engine: {self.plan.stem} ({self.sidecar.precision_built}, batch {self.sidecar.profile['min'][0]}-{self.sidecar.profile['opt'][0]}-{self.sidecar.max_batch})",
+            f"# engine: {self.plan.stem} ({self.sidecar.precision_built}, batch "
+            f"{self.sidecar.profile['min'][0]}-{self.sidecar.profile['opt'][0]}-{self.sidecar.max_batch})",
         ]
         for section, values in self.sections().items():
             for key, value in values.items():  # every value is checked before anything is written
@@ -3846,7 +4787,13 @@ class DeepStreamConfig:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as error:  # a directory, unreadable, not UTF-8
-            reason = "a directory" if path.is_dir() else error.strerror if isinstance(error, OSError) else "not UTF-8"
+            reason = (
+                "a directory"
+                if path.is_dir()
+                else (error.strerror or str(error))
+                if isinstance(error, OSError)
+                else "not UTF-8"
+            )
             self.unreadable[path] = reason
             return None
 
@@ -3860,7 +4807,9 @@ class DeepStreamConfig:
         try:
             self.config_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ToolError(f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory") from None
+            raise ToolError(
+                f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory"
+            ) from None
         install_files(self.staged_files(text))
         self._on_disk = text
         return True
@@ -3871,13 +4820,16 @@ class DeepStreamConfig:
         try:
             self.config_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ToolError(f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory") from None
+            raise ToolError(
+                f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory"
+            ) from None
         return [(self.labels_path, self.labels_text().encode("utf-8")), (self.config_path, text.encode("utf-8"))]
 
 
 # --------------------------------------------------------------------------------------------
-# 5. Measure: --benchmark (the seed's performance table, on the user's GPU)
+# 6. Measure: --benchmark (the seed's performance table, on the user's GPU)
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class BatchResult:
@@ -3909,13 +4861,15 @@ def median(samples: Sequence[float]) -> float:
 
 def parse_batches(text: str, sidecar: Sidecar) -> list[int]:
     try:
-        batches = sorted({int(part) for part in text.split(",") if part.strip()})
+        batches = distinct_batches(*(int(part) for part in text.split(",") if part.strip()))
     except ValueError:
         raise ToolError(f"--batches: {text!r} is not a comma-separated list of integers") from None
     low, high = int(sidecar.profile["min"][0]), sidecar.max_batch
     outside = [b for b in batches if not low <= b <= high]
     if not batches or outside:
-        raise ToolError(f"--batches: {outside or text} outside the engine profile {low}..{high}; pick sizes in that range")
+        raise ToolError(
+            f"--batches: {outside or text} outside the engine profile {low}..{high}; pick sizes in that range"
+        )
     return batches
 
 
@@ -3943,13 +4897,17 @@ class EngineBenchmark:
             cuda.init()
             context = cuda.Device(0).retain_primary_context()
         except Exception as error:
-            raise ToolError(f"no CUDA device usable ({error}); run the container with --gpus all", EXIT_ENVIRONMENT) from None
+            raise ToolError(
+                f"no CUDA device usable ({error}); run the container with --gpus all", EXIT_ENVIRONMENT
+            ) from None
         context.push()
         try:
             logger = make_trt_logger(trt)
             engine = trt.Runtime(logger).deserialize_cuda_engine(self.plan.engine_path.read_bytes())
             if engine is None:
-                raise ToolError(f"{self.plan.engine_path.name} does not deserialize here; rebuild with --force", EXIT_BUILD_FAILED)
+                raise ToolError(
+                    f"{self.plan.engine_path.name} does not deserialize here; rebuild with --force", EXIT_BUILD_FAILED
+                )
             execution = engine.create_execution_context()
             names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
             input_name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
@@ -3958,7 +4916,9 @@ class EngineBenchmark:
         finally:
             context.pop()
 
-    def _measure(self, cuda: Any, np: Any, execution: Any, input_name: str, output_name: str, batch: int) -> BatchResult:
+    def _measure(
+        self, cuda: Any, np: Any, execution: Any, input_name: str, output_name: str, batch: int
+    ) -> BatchResult:
         size = self.sidecar.key.imgsz
         execution.set_input_shape(input_name, (batch, 3, size, size))
         out_shape = tuple(execution.get_tensor_shape(output_name))
@@ -4002,9 +4962,12 @@ class EngineBenchmark:
         busy_s = sum(latencies) / 1000.0
         images_per_s = batch * len(latencies) / busy_s if busy_s > 0 else 0.0
         return BatchResult(
-            batch=batch, iterations=len(latencies), images_per_s=round(images_per_s, 1),
+            batch=batch,
+            iterations=len(latencies),
+            images_per_s=round(images_per_s, 1),
             fps_per_camera=round(images_per_s / batch, 1),
-            latency_median_ms=round(median(latencies), 3), latency_p99_ms=round(percentile(latencies, 0.99), 3),
+            latency_median_ms=round(median(latencies), 3),
+            latency_p99_ms=round(percentile(latencies, 0.99), 3),
             gpu_memory_used_mib=int((total - free_after) // (1 << 20)),
         )
 
@@ -4015,10 +4978,20 @@ def trtexec_compare(plan: EnginePlan, sidecar: Sidecar, results: list[BatchResul
 
     trtexec = shutil.which("trtexec")
     if trtexec is None:
-        raise ToolError("--compare-trtexec: trtexec is not on PATH (it is /usr/bin/trtexec in the DeepStream triton image)", EXIT_ENVIRONMENT)
+        raise ToolError(
+            "--compare-trtexec: trtexec is not on PATH (it is /usr/bin/trtexec in the DeepStream triton image)",
+            EXIT_ENVIRONMENT,
+        )
     size = sidecar.key.imgsz
     for result in results:
-        code, out = _run_quietly([trtexec, f"--loadEngine={plan.engine_path}", f"--shapes={sidecar.profile.get('input', 'input')}:{result.batch}x3x{size}x{size}"], timeout=600)
+        code, out = _run_quietly(
+            [
+                trtexec,
+                f"--loadEngine={plan.engine_path}",
+                f"--shapes={sidecar.profile.get('input', 'input')}:{result.batch}x3x{size}x{size}",
+            ],
+            timeout=600,
+        )
         throughput = re.search(r"Throughput:\s*([0-9.]+)\s*qps", out)
         latency = re.search(r"Latency:.*?median = ([0-9.]+) ms", out)
         if code != 0 or not throughput:
@@ -4035,274 +5008,33 @@ def benchmark_table(results: list[BatchResult], sidecar: Sidecar) -> str:
         header += ["trtexec images/s", "trtexec median ms"]
     rows = []
     for r in results:
-        row = [str(r.batch), f"{r.images_per_s:.1f}", f"{r.fps_per_camera:.1f}", f"{r.latency_median_ms:.2f}", f"{r.latency_p99_ms:.2f}", str(r.gpu_memory_used_mib)]
+        row = [
+            str(r.batch),
+            f"{r.images_per_s:.1f}",
+            f"{r.fps_per_camera:.1f}",
+            f"{r.latency_median_ms:.2f}",
+            f"{r.latency_p99_ms:.2f}",
+            str(r.gpu_memory_used_mib),
+        ]
         if with_trtexec:
-            row += [f"{r.trtexec_images_per_s:.1f}" if r.trtexec_images_per_s else "-", f"{r.trtexec_latency_median_ms:.2f}" if r.trtexec_latency_median_ms else "-"]
+            row += [
+                f"{r.trtexec_images_per_s:.1f}" if r.trtexec_images_per_s else "-",
+                f"{r.trtexec_latency_median_ms:.2f}" if r.trtexec_latency_median_ms else "-",
+            ]
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
-    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
-    lines.append(f"engine {sidecar.engine_file}: {sidecar.precision_built}, built in {sidecar.build_seconds:.1f} s on {sidecar.built_at}")
+    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)), "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
+    lines.append(
+        f"engine {sidecar.engine_file}: {sidecar.precision_built}, built in {sidecar.build_seconds:.1f} s on "
+        f"{sidecar.built_at}"
+    )
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
-# 6. CLI
+# 7. Main: the run modes and main()
 # --------------------------------------------------------------------------------------------
-
-@dataclass
-class Options:
-    pt: Path | None = None
-    onnx: Path | None = None
-    model: str = "yolo11x"
-    imgsz: int = 1280
-    min_batch: int = 1
-    opt_batch: int = 4
-    max_batch: int = 16
-    precision: str = "auto"
-    workspace_mb: int = 8192
-    engine_dir: Path = Path("/app/engines/tensorrt")
-    models_dir: Path = Path("/app/engines/models")
-    config_dir: Path = Path("/app/configs")
-    gpu_id: int = 0
-    num_sources: int = 1
-    nms_iou_threshold: float = 0.45
-    pre_cluster_threshold: float = 0.25
-    topk: int = 300
-    validate: str = "quick"  # "full": also onnxruntime at min/opt/max batch on the CPU
-    force: bool = False
-    check: bool = False
-    check_env: bool = False  # --check-env: parse and validate the options/environment, nothing else
-    info: bool = False
-    json: bool = False
-    dry_run: bool = False
-    verbosity: int = 1
-    benchmark: bool = False
-    batches: str | None = None
-    seconds: float = 5.0
-    compare_trtexec: bool = False
-    engine_store: str | None = None
-    engine_store_mode: str = "readwrite"
-    explicit: set[str] = field(default_factory=set)  # fields set by a flag or env var: read only by the CLI layer
-    num_sources_given: bool = False  # NUM_SOURCES/--num-sources was given (else a config's batch-size is kept); set by parse_options
-    deep: bool = False
-    resolved_source: Path | None = None  # the --pt/--onnx file as located, set once by given_model_file
-
-
-MAX_BATCH_LIMIT = 64
-MAX_IMGSZ = 4096
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse prints usage plus an error; we want exactly one line and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ToolError(f"{message}; see --help")
-
-
-def _int_in(flag: str, low: int, high: int, multiple: int = 1) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(str(text).strip())
-        except ValueError:
-            raise ToolError(f"{flag}: {text!r} is not an integer (accepted: {low}..{high})") from None
-        if not low <= value <= high or value % multiple:
-            extra = f", a multiple of {multiple}" if multiple > 1 else ""
-            raise ToolError(f"{flag}: {value} is out of range (accepted: {low}..{high}{extra})")
-        return value
-
-    return parse
-
-
-def _float_in(flag: str, low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(str(text).strip())
-        except ValueError:
-            raise ToolError(f"{flag}: {text!r} is not a number (accepted: {low}..{high})") from None
-        if not low <= value <= high:
-            raise ToolError(f"{flag}: {value} is out of range (accepted: {low}..{high})")
-        return value
-
-    return parse
-
-
-def _choice(flag: str, choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = str(text).strip().lower()
-        if value not in choices:
-            raise ToolError(f"{flag}: {text!r} is not one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-# flag, env twin, Options field, parser, help
-_VALUE_FLAGS: tuple[tuple[str, str | None, str, Callable[[str], Any], str], ...] = (
-    ("--pt", "PT_PATH", "pt", Path, "weights to export (a bare name like yolo11x.pt is downloaded if absent)"),
-    ("--onnx", "ONNX_PATH", "onnx", Path, "use this ONNX instead of exporting"),
-    ("--model", "MODEL", "model", str, "model used when neither --pt nor --onnx is given (default yolo11x)"),
-    ("--imgsz", "IMGSZ", "imgsz", _int_in("--imgsz", 32, MAX_IMGSZ, 32), "square input size, multiple of 32 (default 1280)"),
-    ("--min-batch", "MIN_BATCH", "min_batch", _int_in("--min-batch", 1, MAX_BATCH_LIMIT), "profile minimum batch (default 1)"),
-    ("--opt-batch", "OPT_BATCH", "opt_batch", _int_in("--opt-batch", 1, MAX_BATCH_LIMIT), "profile optimum batch (default 4)"),
-    ("--max-batch", "MAX_BATCH", "max_batch", _int_in("--max-batch", 1, MAX_BATCH_LIMIT), f"profile maximum batch, at most {MAX_BATCH_LIMIT} (default 16)"),
-    ("--precision", "PRECISION", "precision", _choice("--precision", ("auto", "fp16", "fp32")), "auto = FP16 where the GPU is fast at it (default auto)"),
-    ("--workspace", "WORKSPACE_MB", "workspace_mb", _int_in("--workspace", 1, 1 << 20), "builder workspace in MB, capped to free GPU memory (default 8192)"),
-    ("--engine-dir", "ENGINE_DIR", "engine_dir", Path, "engines, sidecars, timing caches, lock (default /app/engines/tensorrt)"),
-    ("--models-dir", "MODELS_DIR", "models_dir", Path, "downloaded weights and exported ONNX (default /app/engines/models)"),
-    ("--config-dir", "CONFIG_DIR", "config_dir", Path, "generated nvinfer config and labels (default /app/configs)"),
-    ("--gpu-id", "GPU_ID", "gpu_id", _int_in("--gpu-id", 0, 63), "GPU to build for (default 0)"),
-    ("--num-sources", "NUM_SOURCES", "num_sources", _int_in("--num-sources", 1, MAX_BATCH_LIMIT), "DeepStream batch-size written to the config, <= max batch (default 1)"),
-    ("--nms-iou-threshold", "NMS_IOU_THRESHOLD", "nms_iou_threshold", _float_in("--nms-iou-threshold", 0.0, 1.0), "nvinfer NMS IoU threshold (default 0.45)"),
-    ("--pre-cluster-threshold", "PRE_CLUSTER_THRESHOLD", "pre_cluster_threshold", _float_in("--pre-cluster-threshold", 0.0, 1.0), "score threshold before NMS (default 0.25)"),
-    ("--topk", "TOPK", "topk", _int_in("--topk", 1, 100000), "boxes kept per frame after NMS (default 300)"),
-    ("--validate", "VALIDATE", "validate", _choice("--validate", ("quick", "full")), "ONNX check on the CPU: quick = batch 1 on a real image (the engine's reference); full = also min/opt/max batch, for machines without a GPU (default quick)"),
-    ("--engine-store", "ENGINE_STORE", "engine_store", parse_store_url, "share engines across a fleet: s3://bucket/prefix (AWS_* variables and ~/.aws files) or file:///path (default: off)"),
-    ("--engine-store-mode", "ENGINE_STORE_MODE", "engine_store_mode", _choice("--engine-store-mode", STORE_MODES), "readwrite, or pull for read-only credentials: never publish (default readwrite)"),
-)
-
-
-def _metavar(dest: str) -> str:
-    if dest in ("pt", "onnx"):
-        return "PATH"
-    if dest.endswith("_dir"):
-        return "DIR"
-    if dest in ("model", "precision", "validate"):
-        return dest.upper()
-    if dest.startswith("engine_store"):
-        return "MODE" if dest.endswith("mode") else "URL"
-    return "MB" if dest == "workspace_mb" else "N"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(
-        prog="auto_build_engine.py",
-        description="Detect the GPU, export YOLO11 to ONNX, build a TensorRT engine for this GPU and write the DeepStream nvinfer config. Without --force it builds only when no valid engine exists.",
-        epilog="Exit codes: 0 done; 1 build failed (with --check: a build is needed); 2 bad usage or input; 3 environment missing (no GPU/driver, no TensorRT); 130/143 interrupted. Every option also reads the environment variable named in brackets.",
-    )
-    for flag, env, dest, _, help_text in _VALUE_FLAGS:
-        parser.add_argument(flag, dest=dest, metavar=_metavar(dest), help=f"{help_text} [{env}]", default=None)
-    parser.add_argument("--force", action="store_true", help="rebuild even if a valid engine exists")
-    parser.add_argument("--check", action="store_true", help="exit 0 if a valid engine + config exist, 1 if a build is needed; writes nothing")
-    parser.add_argument("--check-env", action="store_true", help="only validate the options and environment variables with the rules of a run (silent when valid, one line and exit 2 when not); imports nothing heavy, touches no GPU")
-    parser.add_argument("--deep", action="store_true", help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole engine; the first --check of each engine does it anyway)")
-    parser.add_argument("--info", action="store_true", help="print the system report and exit")
-    parser.add_argument("--json", action="store_true", help="with --info: machine-readable JSON")
-    parser.add_argument("--dry-run", action="store_true", help="everything except the TensorRT build: find/export/validate the ONNX, print the plan")
-    parser.add_argument("--benchmark", action="store_true", help="time the current valid engine on this GPU (never builds)")
-    parser.add_argument("--batches", metavar="LIST", help="with --benchmark: batch sizes, e.g. 1,4,8,16 (default: those of 1,4,8,16 in the engine profile)")
-    parser.add_argument("--seconds", metavar="S", type=str, default=None, help="with --benchmark: timed seconds per batch size (default 5)")
-    parser.add_argument("--compare-trtexec", action="store_true", help="with --benchmark: also run trtexec --loadEngine for the same batch sizes")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
-    parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
-    return parser
-
-
-def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Options:
-    """CLI flags win over their environment twins, which win over the defaults."""
-    environ = dict(os.environ if environ is None else environ)
-    namespace = build_parser().parse_args(argv)
-    options = Options()
-    for flag, env, dest, convert, _ in _VALUE_FLAGS:
-        raw = getattr(namespace, dest)
-        source = flag
-        if raw is None and env and environ.get(env, "").strip():
-            raw, source = environ[env], f"{env} (for {flag})"
-        if raw is None:
-            continue
-        if not str(raw).strip():  # an empty env twin is unset (above); on the command line it is a mistake
-            raise ToolError(f"{flag}: empty value; give a value or leave {flag} out for the default")
-        try:
-            value = convert(raw)
-        except ToolError as error:
-            raise ToolError(str(error).replace(flag, source, 1)) from None
-        if convert is Path:  # paths end up in the nvinfer config: UTF-8, no line breaks, no control characters
-            _validate_path(source, value)
-            check_config_text(source, raw)
-        setattr(options, dest, value)
-        options.explicit.add(dest)
-    if environ.get(PARSER_LIB_ENV):  # goes into the nvinfer config too: refuse it before anything is built
-        check_config_text(PARSER_LIB_ENV, environ[PARSER_LIB_ENV])
-    for name in ("force", "check", "check_env", "info", "json", "dry_run", "benchmark", "batches", "compare_trtexec", "deep"):
-        setattr(options, name, getattr(namespace, name))
-    if namespace.seconds is not None:
-        options.seconds = _float_in("--seconds", 0.001, 3600.0)(namespace.seconds)
-    options.verbosity = max(0, 1 + namespace.verbose - namespace.quiet)
-    options.num_sources_given = "num_sources" in options.explicit
-    validate_options(options)
-    return options
-
-
-def validate_options(options: Options) -> None:
-    if options.pt and options.onnx:
-        raise ToolError("--pt and --onnx are exclusive (PT_PATH/ONNX_PATH too): give one model source")
-    if not options.min_batch <= options.opt_batch <= options.max_batch:
-        raise ToolError(f"batch profile must satisfy min <= opt <= max (got --min-batch {options.min_batch}, --opt-batch {options.opt_batch}, --max-batch {options.max_batch})")
-    if options.num_sources > options.max_batch:
-        raise ToolError(f"--num-sources {options.num_sources} exceeds --max-batch {options.max_batch}: raise MAX_BATCH or use fewer sources")
-    if options.json and not (options.info or options.benchmark):
-        raise ToolError("--json goes with --info or --benchmark")
-    if (options.batches is not None or options.compare_trtexec) and not options.benchmark:
-        raise ToolError("--batches and --compare-trtexec go with --benchmark")
-    exclusive = [name for name in ("check", "check_env", "info", "dry_run", "benchmark") if getattr(options, name)]
-    if len(exclusive) > 1:
-        raise ToolError(f"--{exclusive[0].replace('_', '-')} and --{exclusive[1].replace('_', '-')} are exclusive")
-    if options.deep and (options.info or options.dry_run or options.benchmark):
-        raise ToolError("--deep goes with --check or a plain run")
-    if options.force and (options.check or options.info):
-        raise ToolError("--force cannot be combined with --check or --info")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", options.model):
-        raise ToolError(f"--model {options.model!r}: use a plain model name like yolo11x (letters, digits, . _ -)")
-    for flag, path in (("--pt", options.pt), ("--onnx", options.onnx)):
-        if path is not None and not str(path).strip():
-            raise ToolError(f"{flag}: empty path")
-    if len(options.model) > MAX_MODEL_LABEL:
-        raise ToolError(f"--model: the name has {len(options.model)} characters; use at most {MAX_MODEL_LABEL}")
-    for flag, path in (("--pt", options.pt), ("--onnx", options.onnx), ("--engine-dir", options.engine_dir),
-                       ("--models-dir", options.models_dir), ("--config-dir", options.config_dir)):
-        if path is not None:
-            _validate_path(flag, Path(path))
-    try:
-        timeout = float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
-    except ValueError:
-        timeout = -1.0
-    if not 0 <= timeout < float("inf"):
-        raise ToolError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds (e.g. {DEFAULT_LOCK_TIMEOUT_S:.0f}), got {os.environ.get(LOCK_TIMEOUT_ENV)!r}")
-    if (options.pt or options.onnx) and len(model_label(options)) > MAX_MODEL_LABEL:
-        flag = "--onnx" if options.onnx else "--pt"
-        raise ToolError(f"{flag}: the file name gives a model name of {len(model_label(options))} characters, too long for the engine file name; rename it to at most {MAX_MODEL_LABEL} characters")
-
-
-MAX_MODEL_LABEL = 100  # the engine name adds ~70 characters; a file name may have 255 bytes
-MAX_PATH_BYTES = 3000  # PATH_MAX is 4096: leave room for the file names below a directory
-
-
-def validate_paths_before_work(options: Options) -> None:
-    """Before any check, log line or build: the given model file exists and the three directories
-    are (or can become) directories, so bad paths give one line and exit 2, never a half-done run."""
-    if options.pt or options.onnx:
-        locate_model_files(options)  # ToolError (exit 2) when an explicit file is missing
-    for name, path in (("ENGINE_DIR", options.engine_dir), ("CONFIG_DIR", options.config_dir), ("MODELS_DIR", options.models_dir)):
-        probe = Path(path).absolute()
-        while not os.path.lexists(probe) and probe != probe.parent:
-            probe = probe.parent
-        if not probe.is_dir():
-            what = "is not a directory" if probe == Path(path).absolute() else f"cannot be created: {probe} is not a directory"
-            raise ToolError(f"{name} {path} {what}; set {name} to a directory (a volume mount point)")
-
-
-def _validate_path(flag: str, path: Path) -> None:
-    """Paths the run will write or read: UTF-8 (they go into the config), no part over NAME_MAX."""
-    text = str(path)
-    try:
-        encoded = text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ToolError(f"{flag}: {text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 (nvinfer's config is UTF-8); use a UTF-8 path") from None
-    if len(encoded) > MAX_PATH_BYTES:
-        raise ToolError(f"{flag}: the path has {len(encoded)} bytes; use a path of at most {MAX_PATH_BYTES}")
-    for part in path.parts:
-        if len(part.encode("utf-8")) > 255:
-            raise ToolError(f"{flag}: a path component has {len(part.encode('utf-8'))} bytes (at most 255); use a shorter name")
 
 
 def run_info(options: Options) -> int:
@@ -4312,7 +5044,10 @@ def run_info(options: Options) -> int:
         print(json.dumps({**info.as_json(), "engine": engine}, indent=2, sort_keys=True))
     else:
         print(info.as_table())
-        print(f"Engine      {engine['engine'] or 'not planned'} ({engine['origin'] or 'not built yet'}; store {engine['store'] or 'off'})")
+        print(
+            f"Engine      {engine['engine'] or 'not planned'} ({engine['origin'] or 'not built yet'}; store "
+            f"{engine['store'] or 'off'})"
+        )
     # the report is complete either way; no GPU is still an environment problem for callers
     return EXIT_OK if info.gpus else EXIT_ENVIRONMENT
 
@@ -4321,10 +5056,7 @@ def target_gpu_and_trt(options: Options, system: SystemInfo) -> tuple[GpuInfo, s
     """The GPU and TensorRT this run builds for; a missing one is exit 3 (it wins over 1)."""
     gpu = system.gpu(options.gpu_id)
     if not system.tensorrt_version:
-        try:  # no metadata or libnvinfer file: an unusual install may still import
-            system.tensorrt_version = probe_tensorrt_version_import()
-        except RuntimeError:
-            pass
+        system.import_tensorrt_version()
     if not system.tensorrt_version:
         raise ToolError("TensorRT not found; run inside the DeepStream image or pip install tensorrt", EXIT_ENVIRONMENT)
     return gpu, system.tensorrt_version
@@ -4435,8 +5167,10 @@ def run_dry_run(options: Options) -> int:
             f"Precision   {precision} ({reason})",
         ]
     lines += [
-        f"Profile     batch {options.min_batch}/{options.opt_batch}/{options.max_batch} at 3x{options.imgsz}x{options.imgsz}",
-        f"Config      {Path(options.config_dir).absolute() / CONFIG_FILE_NAME} (batch-size {options.num_sources}, GPU {options.gpu_id})",
+        f"Profile     batch {options.min_batch}/{options.opt_batch}/{options.max_batch} at "
+        f"3x{options.imgsz}x{options.imgsz}",
+        f"Config      {Path(options.config_dir).absolute() / CONFIG_FILE_NAME} (batch-size {options.num_sources}, "
+        f"GPU {options.gpu_id})",
         f"Timeline    {TIMELINE.line()}",
     ]
     print("\n".join(lines))
@@ -4459,7 +5193,9 @@ def run_ensure(options: Options) -> int:
     try:
         plan.engine_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ToolError(f"cannot create ENGINE_DIR {plan.engine_dir} ({error.strerror}); mount a writable volume there") from None
+        raise ToolError(
+            f"cannot create ENGINE_DIR {plan.engine_dir} ({error.strerror}); mount a writable volume there"
+        ) from None
     # the export runs under the lock too: containers starting together export once, not N times
     with BuildLock(plan.engine_dir):
         state = check_engine(plan, options)  # another process may have built it while we waited
@@ -4482,7 +5218,10 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         cache_path = plan.timing_cache_path
         timing_cache = cache_path.read_bytes() if cache_path.exists() else None
         began = time.monotonic()
-        log(f"building {plan.engine_path.name} with TensorRT {plan.key.tensorrt_version} ({plan.key.precision}: {plan.precision_reason})")
+        log(
+            f"building {plan.engine_path.name} with TensorRT {plan.key.tensorrt_version} ({plan.key.precision}: "
+            f"{plan.precision_reason})"
+        )
         reference = getattr(onnx_model, "reference", None)
         with TIMELINE.phase("build"):  # smoke/compare is counted apart inside verify
             result = builder.build(Path(onnx_model.path), timing_cache)
@@ -4490,14 +5229,22 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         fallback = None
         if check is not None and not check.ok and result.precision_built == "fp16":
             if options.precision == "fp16":
-                raise ToolError(f"the FP16 engine's detections differ from the ONNX: {check.line}; nothing was installed. Use --precision auto (falls back to FP32) or fp32", EXIT_BUILD_FAILED)
+                raise ToolError(
+                    f"the FP16 engine's detections differ from the ONNX: {check.line}; nothing was installed. Use "
+                    "--precision auto (falls back to FP32) or fp32",
+                    EXIT_BUILD_FAILED,
+                )
             fallback = f"the FP16 engine's detections differed from the ONNX: {check.line}"
             notice(f"{fallback}; rebuilding in FP32")
             with TIMELINE.phase("build fp32 (fallback)"):
                 result = builder.build(Path(onnx_model.path), result.timing_cache or timing_cache, precision="fp32")
                 check = builder.verify(result.plan_bytes, reference)
         if check is not None and not check.ok:
-            raise ToolError(f"the {result.precision_built.upper()} engine's detections differ from the ONNX: {check.line}; nothing was installed. Check the ONNX (--validate full) and the TensorRT install", EXIT_BUILD_FAILED)
+            raise ToolError(
+                f"the {result.precision_built.upper()} engine's detections differ from the ONNX: {check.line}; "
+                "nothing was installed. Check the ONNX (--validate full) and the TensorRT install",
+                EXIT_BUILD_FAILED,
+            )
         if result.timing_cache:
             atomic_write_bytes(cache_path, result.timing_cache)
         given = given_model_file(options)
@@ -4513,8 +5260,19 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
             onnx=FileStamp.of(Path(onnx_model.path)),
             source=_stamp_or_none(given),
             class_names=list(onnx_model.class_names),
-            profile={"input": "input", "min": [plan.key.min_batch, 3, size, size], "opt": [plan.key.opt_batch, 3, size, size], "max": [plan.key.max_batch, 3, size, size]},
-            gpu={"index": gpu.index, "name": gpu.name, "uuid": gpu.uuid, "compute_capability": gpu.compute_capability, "memory_total_mib": gpu.memory_total_mib},
+            profile={
+                "input": "input",
+                "min": [plan.key.min_batch, 3, size, size],
+                "opt": [plan.key.opt_batch, 3, size, size],
+                "max": [plan.key.max_batch, 3, size, size],
+            },
+            gpu={
+                "index": gpu.index,
+                "name": gpu.name,
+                "uuid": gpu.uuid,
+                "compute_capability": gpu.compute_capability,
+                "memory_total_mib": gpu.memory_total_mib,
+            },
             driver_version=system.driver_version,
             cuda_driver_version=system.cuda_driver_version,
             cuda_toolkit_version=system.cuda_toolkit_version,
@@ -4522,7 +5280,9 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
             builder_optimization_level=result.builder_optimization_level,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             build_seconds=round(time.monotonic() - began, 2),
-            engine_check=check.as_json() if check is not None else {"ok": None, "line": "not run: pycuda is not installed"},
+            engine_check=check.as_json()
+            if check is not None
+            else {"ok": None, "line": "not run: pycuda is not installed"},
             precision_fallback=fallback,
             timeline=TIMELINE.as_json(),
         )
@@ -4531,21 +5291,36 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
         config = DeepStreamConfig(options, plan, sidecar)
         install_engine(plan, result.plan_bytes, sidecar, config.staged_files())
         if token.event.is_set():  # during the install: it completed, but the step must not report success
-            raise ToolError("interrupted by signal during the install; the new engine is complete and the next start uses it", token.exit_code)
+            raise ToolError(
+                "interrupted by signal during the install; the new engine is complete and the next start uses it",
+                token.exit_code,
+            )
         return sidecar
     except BuildCancelled:
         remove_stale_temp_files(plan.engine_dir)
-        raise ToolError("build cancelled by signal; the previous engine (if any) is untouched", token.exit_code) from None
+        raise ToolError(
+            "build cancelled by signal; the previous engine (if any) is untouched", token.exit_code
+        ) from None
     finally:
         restore()
 
 
-def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sidecar: Sidecar, how: str, started: float, built: bool = False) -> int:
+def finish_ensure(
+    options: Options,
+    system: SystemInfo,
+    plan: EnginePlan,
+    sidecar: Sidecar,
+    how: str,
+    started: float,
+    built: bool = False,
+) -> int:
     with TIMELINE.phase("config"):
         config = DeepStreamConfig(options, plan, sidecar)
         rewritten = config.write() or how.startswith("built")  # a build installs the config with the engine
     if built:  # the sidecar gets the whole timeline; same engine, so the pair stays valid
-        sidecar.timeline = TIMELINE.as_json() + [{"phase": "total", "seconds": round(time.monotonic() - TIMELINE.started, 2)}]
+        sidecar.timeline = TIMELINE.as_json() + [
+            {"phase": "total", "seconds": round(time.monotonic() - TIMELINE.started, 2)}
+        ]
         try:
             atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
         except ToolError as error:  # the sidecar written at install stays valid; only the config phase is missing
@@ -4554,16 +5329,21 @@ def finish_ensure(options: Options, system: SystemInfo, plan: EnginePlan, sideca
     assert gpu is not None
     report = [
         f"GPU         {gpu.index}: {gpu.name} (sm {gpu.compute_capability}, {gpu.memory_total_mib} MiB)",
-        f"Driver      {system.driver_version or 'unknown'} (CUDA {system.cuda_driver_version or '?'}; toolkit {system.cuda_toolkit_version or 'not installed'})",
+        f"Driver      {system.driver_version or 'unknown'} (CUDA {system.cuda_driver_version or '?'}; toolkit "
+        f"{system.cuda_toolkit_version or 'not installed'})",
         f"TensorRT    {plan.key.tensorrt_version}",
         f"DeepStream  {system.deepstream_version or 'not found'}",
-        f"Engine      {plan.engine_path} ({how}; {sidecar.precision_built}, batch {sidecar.profile['min'][0]}-{sidecar.profile['opt'][0]}-{sidecar.max_batch}, {sidecar.key.imgsz}px)",
+        f"Engine      {plan.engine_path} ({how}; {sidecar.precision_built}, batch "
+        f"{sidecar.profile['min'][0]}-{sidecar.profile['opt'][0]}-{sidecar.max_batch}, {sidecar.key.imgsz}px)",
         f"Config      {config.config_path} ({'written' if rewritten else 'unchanged'}; batch-size {config.batch_size})",
         f"Ready in    {time.monotonic() - started:.2f} s",
     ]
     if built:
         if sidecar.engine_check:
-            report.append(f"Check       {sidecar.engine_check.get('line')}" + (" (FP16 fell back to FP32)" if sidecar.precision_fallback else ""))
+            report.append(
+                f"Check       {sidecar.engine_check.get('line')}"
+                + (" (FP16 fell back to FP32)" if sidecar.precision_fallback else "")
+            )
         report.append(f"Timeline    {TIMELINE.line()}")
     if options.verbosity >= 1:
         print("\n".join(report), flush=True)
@@ -4579,7 +5359,11 @@ def run_benchmark(options: Options) -> int:
     if not state.valid or state.sidecar is None:
         others = [p.name for p in Path(plan.engine_dir).glob(f"{plan.key.model}_*.json") if p != plan.sidecar_path]
         if others and not plan.sidecar_path.exists():
-            raise ToolError(f"the engines in {plan.engine_dir} ({', '.join(sorted(others))}) were built for another GPU/TensorRT/options; run without --benchmark first to build for {gpu.name}", EXIT_USAGE)
+            raise ToolError(
+                f"the engines in {plan.engine_dir} ({', '.join(sorted(others))}) were built for another "
+                f"GPU/TensorRT/options; run without --benchmark first to build for {gpu.name}",
+                EXIT_USAGE,
+            )
         raise ToolError(f"no engine ({state.reason}); run without --benchmark first", EXIT_BUILD_FAILED)
     sidecar = state.sidecar
     if options.batches is None:
@@ -4592,14 +5376,25 @@ def run_benchmark(options: Options) -> int:
     if options.compare_trtexec:
         trtexec_compare(plan, sidecar, results)
     if options.json:
-        print(json.dumps({
-            "gpu": gpu.as_json(), "tensorrt_version": trt_version, "engine": str(plan.engine_path),
-            "precision": sidecar.precision_built, "imgsz": sidecar.key.imgsz,
-            "engine_build_seconds": sidecar.build_seconds, "seconds_per_batch": options.seconds,
-            "results": [dataclasses.asdict(r) for r in results],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "gpu": gpu.as_json(),
+                    "tensorrt_version": trt_version,
+                    "engine": str(plan.engine_path),
+                    "precision": sidecar.precision_built,
+                    "imgsz": sidecar.key.imgsz,
+                    "engine_build_seconds": sidecar.build_seconds,
+                    "seconds_per_batch": options.seconds,
+                    "results": [dataclasses.asdict(r) for r in results],
+                },
+                indent=2,
+            )
+        )
     else:
-        print(f"{gpu.name} (sm {gpu.compute_capability}), TensorRT {trt_version}, {sidecar.key.imgsz}x{sidecar.key.imgsz}")
+        print(
+            f"{gpu.name} (sm {gpu.compute_capability}), TensorRT {trt_version}, {sidecar.key.imgsz}x{sidecar.key.imgsz}"
+        )
         print(benchmark_table(results, sidecar))
     return EXIT_OK
 

@@ -13,6 +13,7 @@ with `process.terminate()` on Ctrl+C; here the parent first asks the child to st
 (`Pipeline.stop()`, see end_stream()), waits up to --eos-timeout-s, and only then terminates it. The
 file sink writes a fragmented MP4, so the file plays up to its last fragment whichever way it ends.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -144,70 +145,120 @@ def build_arg_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         description="Low-latency DeepStream 8.0 YOLO app (pyservicemaker). Each flag's env twin "
         "is given in brackets; the flag wins.",
     )
-    p.add_argument("--source", action="append", metavar="URI",
-                   help="rtsp://, file://, http(s)://, a file path or /dev/videoN; repeat for "
-                   f"more cameras [SOURCES, comma-separated] (default {DEFAULT_SOURCE})")
-    p.add_argument("--config", metavar="PATH", help="nvinfer config (default CONFIG_DIR/"
-                   f"{CONFIG_NAME})")
-    p.add_argument("--config-dir", default=env.get("CONFIG_DIR") or DEFAULT_CONFIG_DIR,
-                   metavar="DIR", help="[CONFIG_DIR] (default %(default)s)")
-    p.add_argument("--sink", default=env.get("SINK") or "fake", choices=SINKS,
-                   help="[SINK] (default %(default)s)")
-    p.add_argument("--output", default=env.get("OUTPUT") or DEFAULT_OUTPUT, metavar="PATH",
-                   help="mp4 written by --sink file [OUTPUT] (default %(default)s)")
-    p.add_argument("--rtsp-port", type=int, default=_env_int(env, "RTSP_PORT", 8554),
-                   help="port of the RTSP server for --sink rtsp [RTSP_PORT] (default %(default)s)")
-    p.add_argument("--rtsp-udp-port", type=int, default=5400,
-                   help="local UDP port between the encoder and the RTSP server (default %(default)s)")
-    p.add_argument("--tracker", default=env.get("TRACKER") or "none",
-                   choices=("none", *TRACKER_CONFIGS),
-                   help="nvtracker with configs/tracker_<name>.yml [TRACKER] (default %(default)s)")
+    p.add_argument(
+        "--source",
+        action="append",
+        metavar="URI",
+        help="rtsp://, file://, http(s)://, a file path or /dev/videoN; repeat for "
+        f"more cameras [SOURCES, comma-separated] (default {DEFAULT_SOURCE})",
+    )
+    p.add_argument("--config", metavar="PATH", help=f"nvinfer config (default CONFIG_DIR/{CONFIG_NAME})")
+    p.add_argument(
+        "--config-dir",
+        default=env.get("CONFIG_DIR") or DEFAULT_CONFIG_DIR,
+        metavar="DIR",
+        help="[CONFIG_DIR] (default %(default)s)",
+    )
+    p.add_argument("--sink", default=env.get("SINK") or "fake", choices=SINKS, help="[SINK] (default %(default)s)")
+    p.add_argument(
+        "--output",
+        default=env.get("OUTPUT") or DEFAULT_OUTPUT,
+        metavar="PATH",
+        help="mp4 written by --sink file [OUTPUT] (default %(default)s)",
+    )
+    p.add_argument(
+        "--rtsp-port",
+        type=int,
+        default=_env_int(env, "RTSP_PORT", 8554),
+        help="port of the RTSP server for --sink rtsp [RTSP_PORT] (default %(default)s)",
+    )
+    p.add_argument(
+        "--rtsp-udp-port",
+        type=int,
+        default=5400,
+        help="local UDP port between the encoder and the RTSP server (default %(default)s)",
+    )
+    p.add_argument(
+        "--tracker",
+        default=env.get("TRACKER") or "none",
+        choices=("none", *TRACKER_CONFIGS),
+        help="nvtracker with configs/tracker_<name>.yml [TRACKER] (default %(default)s)",
+    )
     p.add_argument("--loop", action="store_true", help="loop file sources forever")
-    p.add_argument("--report-s", type=float, default=_env_float(env, "REPORT_S", 5.0),
-                   help="seconds between report lines [REPORT_S] (default %(default)s)")
+    p.add_argument(
+        "--report-s",
+        type=float,
+        default=_env_float(env, "REPORT_S", 5.0),
+        help="seconds between report lines [REPORT_S] (default %(default)s)",
+    )
     p.add_argument("--json-log", action="store_true", help="report as one JSON object per line")
-    p.add_argument("--mux-width", type=int, default=_env_int(env, "MUX_WIDTH", DEFAULT_MUX_WIDTH),
-                   help="legacy nvstreammux output width; frames are scaled into it with their aspect "
-                   "ratio kept (enable-padding) [MUX_WIDTH] (default %(default)s)")
-    p.add_argument("--mux-height", type=int, default=_env_int(env, "MUX_HEIGHT", DEFAULT_MUX_HEIGHT),
-                   help="legacy nvstreammux output height [MUX_HEIGHT] (default %(default)s)")
-    p.add_argument("--push-timeout-us", type=int, default=_env_int(env, "PUSH_TIMEOUT_US", 33000),
-                   help="nvstreammux batched-push-timeout, about one frame interval "
-                   "[PUSH_TIMEOUT_US] (default %(default)s)")
-    p.add_argument("--rtsp-latency-ms", type=int, default=100,
-                   help="RTSP jitter buffer in ms; lower = less delay, more jitter sensitivity "
-                   "(default %(default)s)")
+    p.add_argument(
+        "--mux-width",
+        type=int,
+        default=_env_int(env, "MUX_WIDTH", DEFAULT_MUX_WIDTH),
+        help="legacy nvstreammux output width; frames are scaled into it with their aspect "
+        "ratio kept (enable-padding) [MUX_WIDTH] (default %(default)s)",
+    )
+    p.add_argument(
+        "--mux-height",
+        type=int,
+        default=_env_int(env, "MUX_HEIGHT", DEFAULT_MUX_HEIGHT),
+        help="legacy nvstreammux output height [MUX_HEIGHT] (default %(default)s)",
+    )
+    p.add_argument(
+        "--push-timeout-us",
+        type=int,
+        default=_env_int(env, "PUSH_TIMEOUT_US", 33000),
+        help="nvstreammux batched-push-timeout, about one frame interval [PUSH_TIMEOUT_US] (default %(default)s)",
+    )
+    p.add_argument(
+        "--rtsp-latency-ms",
+        type=int,
+        default=100,
+        help="RTSP jitter buffer in ms; lower = less delay, more jitter sensitivity (default %(default)s)",
+    )
     p.add_argument("--rtsp-tcp", action="store_true", help="RTP over TCP (lossy networks)")
-    p.add_argument("--rtsp-reconnect-s", type=int, default=10,
-                   help="seconds between reconnect attempts to a silent camera (default %(default)s)")
-    p.add_argument("--rtsp-reconnect-attempts", type=int, default=-1,
-                   help="reconnect attempts, -1 = forever (default %(default)s)")
-    p.add_argument("--gpu-id", type=int, default=_env_int(env, "GPU_ID", None),
-                   help="GPU for all elements [GPU_ID] (default: the config's gpu-id)")
-    p.add_argument("--eos-timeout-s", type=float, default=8.0,
-                   help="on SIGINT/SIGTERM, how long to let the sinks finish before killing "
-                   "(default %(default)s; keep below docker stop's timeout)")
+    p.add_argument(
+        "--rtsp-reconnect-s",
+        type=int,
+        default=10,
+        help="seconds between reconnect attempts to a silent camera (default %(default)s)",
+    )
+    p.add_argument(
+        "--rtsp-reconnect-attempts", type=int, default=-1, help="reconnect attempts, -1 = forever (default %(default)s)"
+    )
+    p.add_argument(
+        "--gpu-id",
+        type=int,
+        default=_env_int(env, "GPU_ID", None),
+        help="GPU for all elements [GPU_ID] (default: the config's gpu-id)",
+    )
+    p.add_argument(
+        "--eos-timeout-s",
+        type=float,
+        default=8.0,
+        help="on SIGINT/SIGTERM, how long to let the sinks finish before killing "
+        "(default %(default)s; keep below docker stop's timeout)",
+    )
     return p
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+def _env_number(env: Mapping[str, str], name: str, default: Any, convert: Callable[[str], Any], what: str) -> Any:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        return convert(raw)
     except ValueError:
-        raise AppError(f"{name}={raw!r} is not an integer; fix or unset it") from None
+        raise AppError(f"{name}={raw!r} is not {what}; fix or unset it") from None
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    return _env_number(env, name, default, int, "an integer")
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise AppError(f"{name}={raw!r} is not a number; fix or unset it") from None
+    return _env_number(env, name, default, float, "a number")
 
 
 def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Namespace:
@@ -222,8 +273,10 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Namespac
     if args.push_timeout_us <= 0:
         raise AppError("--push-timeout-us must be > 0 (about one frame interval, e.g. 33000)")
     if args.mux_width <= 0 or args.mux_height <= 0:
-        raise AppError(f"--mux-width/--mux-height must be > 0 (got {args.mux_width}x{args.mux_height}); "
-                       f"use the cameras' resolution, e.g. {DEFAULT_MUX_WIDTH}x{DEFAULT_MUX_HEIGHT}")
+        raise AppError(
+            f"--mux-width/--mux-height must be > 0 (got {args.mux_width}x{args.mux_height}); "
+            f"use the cameras' resolution, e.g. {DEFAULT_MUX_WIDTH}x{DEFAULT_MUX_HEIGHT}"
+        )
     return args
 
 
@@ -245,7 +298,7 @@ def to_source(raw: str) -> Source:
     if not raw:
         raise AppError("empty source; give an rtsp://, file://, http(s):// URI, a file or /dev/videoN")
     if raw.startswith("/dev/video"):
-        if not raw[len("/dev/video"):].isdigit():
+        if not raw[len("/dev/video") :].isdigit():
             raise AppError(f"malformed camera device {raw!r}; expected /dev/videoN")
         # nvurisrcbin wraps uridecodebin, which hands v4l2:// URIs to v4l2src (its URI handler
         # takes v4l2:///dev/videoN). Chosen over a separate v4l2src branch to keep one source kind.
@@ -264,8 +317,10 @@ def to_source(raw: str) -> Source:
     if scheme == "v4l2":
         return Source(raw, "v4l2")
     if scheme and len(scheme) > 1:  # "C:" style single letters are not schemes, but we are on Linux
-        raise AppError(f"unsupported source scheme {scheme!r} in {redact_uri(raw)!r}; "
-                       "use rtsp://, file://, http(s):// or /dev/videoN")
+        raise AppError(
+            f"unsupported source scheme {scheme!r} in {redact_uri(raw)!r}; "
+            "use rtsp://, file://, http(s):// or /dev/videoN"
+        )
     path = Path(raw).expanduser().resolve()
     if not path.is_file():
         _missing_file(path)
@@ -294,14 +349,12 @@ def config_path_from(args: argparse.Namespace) -> Path:
 
 def read_infer_config(path: Path) -> InferConfig:
     if not path.is_file():
-        raise AppError(f"nvinfer config not found: {path}; run `{BUILD_HINT}` first or pass --config",
-                       EXIT_USAGE)
+        raise AppError(f"nvinfer config not found: {path}; run `{BUILD_HINT}` first or pass --config", EXIT_USAGE)
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         parser.read(path, encoding="utf-8")
     except configparser.Error as exc:
-        raise AppError(f"cannot parse {path}: {str(exc).splitlines()[0]}; regenerate it with "
-                       f"`{BUILD_HINT}`") from None
+        raise AppError(f"cannot parse {path}: {str(exc).splitlines()[0]}; regenerate it with `{BUILD_HINT}`") from None
     if not parser.has_section("property"):
         raise AppError(f"{path} has no [property] section; regenerate it with `{BUILD_HINT}`")
     prop = parser["property"]
@@ -312,8 +365,7 @@ def read_infer_config(path: Path) -> InferConfig:
         raise AppError(f"{path} names no model-engine-file; run `{BUILD_HINT}`", EXIT_BUILD)
     engine = _resolve(base, engine_raw)
     if not engine.is_file():
-        raise AppError(f"TensorRT engine missing: {engine}; run `{BUILD_HINT}` to build it",
-                       EXIT_BUILD)
+        raise AppError(f"TensorRT engine missing: {engine}; run `{BUILD_HINT}` to build it", EXIT_BUILD)
     height, width = _infer_dims(prop.get("infer-dims", ""), path)
     labels_raw = prop.get("labelfile-path", "").strip()
     return InferConfig(
@@ -361,8 +413,7 @@ def engine_max_batch(engine: Path, fallback: int) -> int:
     try:
         return Sidecar.read(sidecar).max_batch
     except (ValueError, ToolError) as exc:  # damaged, incomplete, another schema, unreadable
-        LOG.warning("cannot read profile.max from %s (%s); assuming max batch = batch-size %d",
-                    sidecar, exc, fallback)
+        LOG.warning("cannot read profile.max from %s (%s); assuming max batch = batch-size %d", sidecar, exc, fallback)
         return fallback
 
 
@@ -370,12 +421,14 @@ def check_batch(infer: InferConfig, n_sources: int) -> None:
     if infer.batch_size < n_sources:
         raise AppError(
             f"{infer.path}: batch-size={infer.batch_size} < {n_sources} sources; run "
-            f"`{BUILD_HINT} --num-sources {n_sources}` (or NUM_SOURCES={n_sources})")
+            f"`{BUILD_HINT} --num-sources {n_sources}` (or NUM_SOURCES={n_sources})"
+        )
     max_batch = engine_max_batch(infer.engine, infer.batch_size)
     if n_sources > max_batch:
         raise AppError(
             f"{n_sources} sources but the engine's max batch is {max_batch}; rebuild with "
-            f"`{BUILD_HINT} --max-batch {n_sources} --num-sources {n_sources}` or use fewer sources")
+            f"`{BUILD_HINT} --max-batch {n_sources} --num-sources {n_sources}` or use fewer sources"
+        )
 
 
 def read_labels(path: Path | None) -> tuple[str, ...]:
@@ -413,8 +466,11 @@ def check_rtsp_server() -> None:
         gi.require_version("GstRtspServer", "1.0")
         from gi.repository import GstRtspServer  # noqa: F401,PLC0415
     except (ImportError, ValueError) as exc:
-        raise AppError(f"--sink rtsp needs GstRtspServer via PyGObject ({exc}); install "
-                       "python3-gi and gir1.2-gst-rtsp-server-1.0, or use --sink file", EXIT_ENV) from None
+        raise AppError(
+            f"--sink rtsp needs GstRtspServer via PyGObject ({exc}); install "
+            "python3-gi and gir1.2-gst-rtsp-server-1.0, or use --sink file",
+            EXIT_ENV,
+        ) from None
 
 
 def make_plan(argv: Sequence[str], env: Mapping[str, str]) -> RunPlan:
@@ -439,8 +495,7 @@ def make_plan(argv: Sequence[str], env: Mapping[str, str]) -> RunPlan:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise AppError(f"cannot create {output.parent} ({exc.strerror}); "
-                           "pass a writable --output") from None
+            raise AppError(f"cannot create {output.parent} ({exc.strerror}); pass a writable --output") from None
     return RunPlan(
         sources=sources,
         infer=infer,
@@ -485,9 +540,15 @@ class DetectionReporter:
     add_frame() runs on GStreamer streaming threads, report() on the report thread: one lock.
     """
 
-    def __init__(self, uris: Sequence[str], labels: Sequence[str], *, json_lines: bool = False,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        uris: Sequence[str],
+        labels: Sequence[str],
+        *,
+        json_lines: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._uris = [redact_uri(u) for u in uris]
         self._labels = list(labels)
         self._json = json_lines
@@ -522,22 +583,31 @@ class DetectionReporter:
     def _render(self, index: int, w: StreamWindow, elapsed: float) -> str:
         fps = w.frames / elapsed
         per_frame = w.objects / w.frames if w.frames else 0.0
-        classes = {class_name(self._labels, cid): n
-                   for cid, n in sorted(w.classes.items(), key=lambda kv: (-kv[1], kv[0]))}
+        classes = {
+            class_name(self._labels, cid): n for cid, n in sorted(w.classes.items(), key=lambda kv: (-kv[1], kv[0]))
+        }
         # Latency: pyservicemaker's published Python API has no per-buffer latency (see
         # attach_probes), so the report says so rather than showing a number: n/a / null.
         if self._json:
-            return json.dumps({
-                "time": round(self._wall(), 3), "stream": index, "uri": self._uris[index],
-                "window_s": round(elapsed, 3), "frames": w.frames, "fps": round(fps, 2),
-                "objects": w.objects, "objects_per_frame": round(per_frame, 2),
-                "classes": classes, "latency_ms": None,
-            }, separators=(",", ":"))
+            return json.dumps(
+                {
+                    "time": round(self._wall(), 3),
+                    "stream": index,
+                    "uri": self._uris[index],
+                    "window_s": round(elapsed, 3),
+                    "frames": w.frames,
+                    "fps": round(fps, 2),
+                    "objects": w.objects,
+                    "objects_per_frame": round(per_frame, 2),
+                    "classes": classes,
+                    "latency_ms": None,
+                },
+                separators=(",", ":"),
+            )
         counts = " ".join(f"{name}={n}" for name, n in classes.items()) or "no detections"
         if not w.frames:
             counts = "no frames"
-        return (f"stream {index} [{self._uris[index]}]: {fps:.1f} fps, "
-                f"{per_frame:.2f} obj/frame, {counts}, latency n/a")
+        return f"stream {index} [{self._uris[index]}]: {fps:.1f} fps, {per_frame:.2f} obj/frame, {counts}, latency n/a"
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,14 +623,16 @@ def keep_all_properties(factory: str, props: dict) -> dict:
 def source_properties(src: Source, plan: RunPlan) -> dict[str, Any]:
     props: dict[str, Any] = {"uri": src.uri, "gpu-id": plan.gpu_id}
     if src.kind == "rtsp":
-        props.update({
-            "latency": plan.rtsp_latency_ms,           # jitter buffer, ms
-            "drop-on-latency": True,                   # late packets are dropped, not waited for
-            "rtsp-reconnect-interval": plan.rtsp_reconnect_s,  # 0 would mean: never reconnect
-            "rtsp-reconnect-attempts": plan.rtsp_reconnect_attempts,
-        })
+        props.update(
+            {
+                "latency": plan.rtsp_latency_ms,  # jitter buffer, ms
+                "drop-on-latency": True,  # late packets are dropped, not waited for
+                "rtsp-reconnect-interval": plan.rtsp_reconnect_s,  # 0 would mean: never reconnect
+                "rtsp-reconnect-attempts": plan.rtsp_reconnect_attempts,
+            }
+        )
         if plan.rtsp_tcp:
-            props["select-rtp-protocol"] = 4           # 4 = TCP only
+            props["select-rtp-protocol"] = 4  # 4 = TCP only
     if src.kind == "file" and plan.loop:
         props["file-loop"] = True
     return props
@@ -579,13 +651,15 @@ def mux_properties(plan: RunPlan) -> dict[str, Any]:
     # frames would reach nvinfer stretched and nvinfer's letterbox would have nothing left to do.
     # So: the camera resolution, and enable-padding so a source of another aspect ratio (or a
     # square mux asked for with --mux-width/--mux-height) is padded, never stretched.
-    props.update({
-        "gpu-id": plan.gpu_id,
-        "width": plan.mux_width,
-        "height": plan.mux_height,
-        "enable-padding": True,
-        "live-source": plan.live,
-    })
+    props.update(
+        {
+            "gpu-id": plan.gpu_id,
+            "width": plan.mux_width,
+            "height": plan.mux_height,
+            "enable-padding": True,
+            "live-source": plan.live,
+        }
+    )
     return props
 
 
@@ -597,6 +671,7 @@ def sink_properties() -> dict[str, Any]:
 
 def add_sink_chain(pipeline: Any, plan: RunPlan, known: PropertyFilter) -> list[str]:
     """Add the elements after the OSD; return their names in link order."""
+
     def add(factory: str, name: str, props: dict | None = None) -> str:
         pipeline.add(factory, name, known(factory, dict(props or {})))
         return name
@@ -621,8 +696,7 @@ def add_sink_chain(pipeline: Any, plan: RunPlan, known: PropertyFilter) -> list[
         add("nvv4l2h264enc", "encoder", {**encoder, "insert-sps-pps": True}),  # late joiners decode
         add("h264parse", "parser"),
         add("rtph264pay", "payloader", {"pt": 96, "config-interval": 1}),
-        add("udpsink", "sink", {"host": "127.0.0.1", "port": plan.rtsp_udp_port,
-                                **sink_properties()}),
+        add("udpsink", "sink", {"host": "127.0.0.1", "port": plan.rtsp_udp_port, **sink_properties()}),
     ]
     return chain
 
@@ -637,15 +711,24 @@ def build_pipeline(plan: RunPlan, sm: Any, *, known: PropertyFilter = keep_all_p
     for i, src in enumerate(plan.sources):
         add("nvurisrcbin", f"src{i}", source_properties(src, plan))
     add("nvstreammux", "mux", mux_properties(plan))
-    add("nvinfer", "infer", {"config-file-path": str(plan.infer.path),
-                             "batch-size": len(plan.sources), "gpu-id": plan.gpu_id})
+    add(
+        "nvinfer",
+        "infer",
+        {"config-file-path": str(plan.infer.path), "batch-size": len(plan.sources), "gpu-id": plan.gpu_id},
+    )
     chain = ["mux", "infer"]
     if plan.tracker:
-        add("nvtracker", "tracker", {
-            "ll-lib-file": TRACKER_LIB, "ll-config-file": str(plan.tracker_config),
-            "tracker-width": 640, "tracker-height": 384,  # small = fast; multiples of 32
-            "gpu-id": plan.gpu_id,
-        })
+        add(
+            "nvtracker",
+            "tracker",
+            {
+                "ll-lib-file": TRACKER_LIB,
+                "ll-config-file": str(plan.tracker_config),
+                "tracker-width": 640,
+                "tracker-height": 384,  # small = fast; multiples of 32
+                "gpu-id": plan.gpu_id,
+            },
+        )
         chain.append("tracker")
     add("nvosdbin", "osd", {"gpu-id": plan.gpu_id})
     chain.append("osd")
@@ -676,7 +759,7 @@ def attach_probes(pipeline: Any, plan: RunPlan, sm: Any, reporter: DetectionRepo
 
 
 def make_detection_counter(sm: Any, reporter: DetectionReporter) -> Any:
-    class DetectionCounter(sm.BatchMetadataOperator):  # type: ignore[name-defined,misc]
+    class DetectionCounter(sm.BatchMetadataOperator):
         failed = False
 
         def handle_metadata(self, batch_meta: Any) -> None:
@@ -762,15 +845,14 @@ def start_rtsp_server(plan: RunPlan) -> str:
     factory.set_launch(
         f"( udpsrc name=pay0 port={plan.rtsp_udp_port} buffer-size=524288 "
         'caps="application/x-rtp, media=video, clock-rate=90000, encoding-name=(string)H264, '
-        'payload=96" )')
+        'payload=96" )'
+    )
     factory.set_shared(True)  # all viewers share one stream: no per-client pipeline
     server.get_mount_points().add_factory(RTSP_MOUNT, factory)
     context = GLib.MainContext.new()
     if server.attach(context) == 0:
-        raise AppError(f"RTSP server cannot listen on port {plan.rtsp_port}; pick another --rtsp-port",
-                       EXIT_ENV)
-    threading.Thread(target=GLib.MainLoop.new(context, False).run, name="rtsp-server",
-                     daemon=True).start()
+        raise AppError(f"RTSP server cannot listen on port {plan.rtsp_port}; pick another --rtsp-port", EXIT_ENV)
+    threading.Thread(target=GLib.MainLoop.new(context, False).run, name="rtsp-server", daemon=True).start()
     return f"rtsp://<host>:{plan.rtsp_port}{RTSP_MOUNT}"
 
 
@@ -799,24 +881,28 @@ def run_pipeline(plan: RunPlan, stop_conn: Any) -> int:
     try:
         import pyservicemaker as sm  # noqa: PLC0415 - only here, never at module top
     except ImportError as exc:
-        raise AppError(f"pyservicemaker not found; run inside the DeepStream 8.0 image ({exc})",
-                       EXIT_ENV) from None
-    reporter = DetectionReporter([s.uri for s in plan.sources], plan.labels,
-                                 json_lines=plan.json_log)
+        raise AppError(f"pyservicemaker not found; run inside the DeepStream 8.0 image ({exc})", EXIT_ENV) from None
+    reporter = DetectionReporter([s.uri for s in plan.sources], plan.labels, json_lines=plan.json_log)
     pipeline = build_pipeline(plan, sm, known=gst_property_filter())
     attach_probes(pipeline, plan, sm, reporter)
     if plan.sink == "rtsp":
         LOG.info("RTSP stream at %s", start_rtsp_server(plan))
-    threading.Thread(target=watch_for_stop, args=(stop_conn, pipeline), name="stop-watch",
-                     daemon=True).start()
+    threading.Thread(target=watch_for_stop, args=(stop_conn, pipeline), name="stop-watch", daemon=True).start()
     report_stop = threading.Event()
-    reports = threading.Thread(target=emit_reports, args=(reporter, plan.report_s, report_stop),
-                               name="report", daemon=True)
+    reports = threading.Thread(
+        target=emit_reports, args=(reporter, plan.report_s, report_stop), name="report", daemon=True
+    )
     pipeline.start()
     mux = "new nvstreammux" if plan.new_mux else f"mux {plan.mux_width}x{plan.mux_height} (padded)"
-    LOG.info("pipeline started: %d source(s), %s, network %dx%d, sink=%s%s", len(plan.sources), mux,
-             plan.infer.width, plan.infer.height, plan.sink,
-             f" -> {plan.output}" if plan.sink == "file" else "")
+    LOG.info(
+        "pipeline started: %d source(s), %s, network %dx%d, sink=%s%s",
+        len(plan.sources),
+        mux,
+        plan.infer.width,
+        plan.infer.height,
+        plan.sink,
+        f" -> {plan.output}" if plan.sink == "file" else "",
+    )
     reports.start()
     pipeline.wait()  # returns on EOS (end of files), after stop(), or on an error
     report_stop.set()
@@ -880,8 +966,7 @@ def supervise(plan: RunPlan) -> int:
     stop_reader, stop_writer = ctx.Pipe(duplex=False)
     inbox = SignalInbox()
     os.set_blocking(inbox.read_fd, False)
-    child = ctx.Process(target=pipeline_process_main, args=(plan, stop_reader),
-                        name="deepstream-pipeline")
+    child = ctx.Process(target=pipeline_process_main, args=(plan, stop_reader), name="deepstream-pipeline")
     try:
         child.start()
         stop_reader.close()  # the child holds the only reader now
@@ -891,8 +976,7 @@ def supervise(plan: RunPlan) -> int:
             return exit_code_of(child)
         inbox.drain()
         name = signal.Signals(inbox.received[0]).name if inbox.received else "signal"
-        LOG.info("%s: stopping the pipeline, waiting up to %.0f s for the sinks to finish",
-                 name, plan.eos_timeout_s)
+        LOG.info("%s: stopping the pipeline, waiting up to %.0f s for the sinks to finish", name, plan.eos_timeout_s)
         try:
             stop_writer.send("eos")
         except OSError:
@@ -934,16 +1018,14 @@ def exit_code_of(child: Any) -> int:
 
 # --------------------------------------------------------------------------------------------
 def setup_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="main_low_latency: %(levelname)s %(message)s")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="main_low_latency: %(levelname)s %(message)s")
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     setup_logging()
     try:
         plan = make_plan(sys.argv[1:] if argv is None else argv, os.environ if env is None else env)
-        LOG.info("%d source(s): %s", len(plan.sources),
-                 ", ".join(redact_uri(s.uri) for s in plan.sources))
+        LOG.info("%d source(s): %s", len(plan.sources), ", ".join(redact_uri(s.uri) for s in plan.sources))
         return supervise(plan)
     except AppError as exc:
         print(f"main_low_latency: error: {exc}", file=sys.stderr)
