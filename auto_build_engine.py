@@ -211,40 +211,13 @@ def current_umask() -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes | memoryview, before_replace: Callable[[], None] | None = None) -> None:
-    """Write to a temp file in the same directory, fsync, then os.replace: never a torn file.
+    """One file through install_files(): temp file in the same directory, fsync, os.replace.
 
     `before_replace` runs after the data is durable and before the rename. The file gets the mode
     a plain open() would give (0666 minus the umask), not mkstemp's 0600: with umask 0002/0007/0027
     other uids of the volume's group can read (or replace) engines and sidecars.
     """
-    import tempfile
-
-    path = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise ToolError(
-            f"cannot write in {path.parent} ({error.strerror}); make it writable or choose another directory",
-            EXIT_USAGE,
-        ) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~current_umask())
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if before_replace is not None:
-            before_replace()
-        _move_directory_aside(path)
-        os.replace(tmp_name, path)
-    except BaseException as error:
-        _remove_quietly(Path(tmp_name))
-        if isinstance(error, OSError):
-            raise ToolError(
-                f"cannot write {path} ({error.strerror}); free space or fix permissions", EXIT_BUILD_FAILED
-            ) from None
-        raise
-    fsync_directory(path.parent)
+    install_files([(Path(path), data)], before_replace=before_replace)
 
 
 def _move_directory_aside(path: Path) -> None:

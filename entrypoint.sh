@@ -110,20 +110,6 @@ ds_check_tool_env() {
 	fi
 }
 
-# usage: docker_check_engine_dir
-# A warning (not an error: a valid engine can still be read) when the engine directory is not
-# writable, which is what a root-owned bind mount looks like to the non-root user of the image.
-docker_check_engine_dir() {
-	local dir="${ENGINE_DIR:-/app/engines/tensorrt}"
-	local parent="${dir%/*}"
-	local uid
-	uid="$(id -u)"
-	if { [ -d "$dir" ] && [ ! -w "$dir" ]; } || { [ ! -e "$dir" ] && [ -d "$parent" ] && [ ! -w "$parent" ]; }; then
-		printf 'entrypoint: warning: %s is not writable by uid %s; a build will fail (use a named volume, or chown the bind mount to uid %s)\n' \
-			"$dir" "$uid" "$uid" >&2
-	fi
-}
-
 # usage: _ds_skip_build
 _ds_skip_build() {
 	case "${SKIP_ENGINE_BUILD:-0}" in
@@ -288,7 +274,6 @@ _main() {
 			ds_check_tool_env
 			ds_log "engine: SKIP_ENGINE_BUILD=${SKIP_ENGINE_BUILD}: not checking the engine"
 		else
-			docker_check_engine_dir
 			ds_ensure_engine
 		fi
 		ds_log "starting: $(_ds_quote "$@")"
