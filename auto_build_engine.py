@@ -499,6 +499,28 @@ _VALUE_FLAGS: tuple[tuple[str, str | None, str, Callable[[str], Any], str], ...]
 )
 
 
+# The on/off flags (no environment twins): one table for the parser and for parse_options.
+_SWITCHES: tuple[tuple[str, str], ...] = (
+    ("--force", "rebuild even if a valid engine exists"),
+    ("--check", "exit 0 if a valid engine + config exist, 1 if a build is needed; writes nothing"),
+    (
+        "--check-env",
+        "only validate the options and environment variables with the rules of a run (silent when valid, one "
+        "line and exit 2 when not); imports nothing heavy, touches no GPU",
+    ),
+    (
+        "--deep",
+        "with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole "
+        "engine; the first --check of each engine does it anyway)",
+    ),
+    ("--info", "print the system report and exit"),
+    ("--json", "with --info: machine-readable JSON"),
+    ("--dry-run", "everything except the TensorRT build: find/export/validate the ONNX, print the plan"),
+    ("--benchmark", "time the current valid engine on this GPU (never builds)"),
+    ("--compare-trtexec", "with --benchmark: also run trtexec --loadEngine for the same batch sizes"),
+)
+
+
 def _metavar(dest: str) -> str:
     if dest in ("pt", "onnx"):
         return "PATH"
@@ -522,34 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag, env, dest, _, help_text in _VALUE_FLAGS:
         parser.add_argument(flag, dest=dest, metavar=_metavar(dest), help=f"{help_text} [{env}]", default=None)
-    parser.add_argument("--force", action="store_true", help="rebuild even if a valid engine exists")
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="exit 0 if a valid engine + config exist, 1 if a build is needed; writes nothing",
-    )
-    parser.add_argument(
-        "--check-env",
-        action="store_true",
-        help="only validate the options and environment variables with the rules of a run (silent when valid, one "
-        "line and exit 2 when not); imports nothing heavy, touches no GPU",
-    )
-    parser.add_argument(
-        "--deep",
-        action="store_true",
-        help="with --check (or a plain run): also verify the engine's sha256 against its sidecar (reads the whole "
-        "engine; the first --check of each engine does it anyway)",
-    )
-    parser.add_argument("--info", action="store_true", help="print the system report and exit")
-    parser.add_argument("--json", action="store_true", help="with --info: machine-readable JSON")
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="everything except the TensorRT build: find/export/validate the ONNX, print the plan",
-    )
-    parser.add_argument(
-        "--benchmark", action="store_true", help="time the current valid engine on this GPU (never builds)"
-    )
+    for flag, help_text in _SWITCHES:
+        parser.add_argument(flag, action="store_true", help=help_text)
     parser.add_argument(
         "--batches",
         metavar="LIST",
@@ -561,11 +557,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=str,
         default=None,
         help="with --benchmark: timed seconds per batch size (default 5)",
-    )
-    parser.add_argument(
-        "--compare-trtexec",
-        action="store_true",
-        help="with --benchmark: also run trtexec --loadEngine for the same batch sizes",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
@@ -597,18 +588,7 @@ def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | N
         options.explicit.add(dest)
     if environ.get(PARSER_LIB_ENV):  # goes into the nvinfer config too: refuse it before anything is built
         check_config_text(PARSER_LIB_ENV, environ[PARSER_LIB_ENV])
-    for name in (
-        "force",
-        "check",
-        "check_env",
-        "info",
-        "json",
-        "dry_run",
-        "benchmark",
-        "batches",
-        "compare_trtexec",
-        "deep",
-    ):
+    for name in [flag[2:].replace("-", "_") for flag, _ in _SWITCHES] + ["batches"]:
         setattr(options, name, getattr(namespace, name))
     if namespace.seconds is not None:
         options.seconds = _float_in("--seconds", 0.001, 3600.0)(namespace.seconds)
@@ -3443,6 +3423,25 @@ class BuildLock:
         _remove_quietly(self.owner_path)
         self._lock.release()
 
+    def acquire_if_free(self) -> bool:
+        """Take the lock only if nobody holds it, with the same lock-file checks as a build; False
+        when it is held or unusable (the caller skips its optional work). Release with release()."""
+        try:
+            from filelock import FileLock, Timeout
+
+            self._check_lock_file()
+        except (ImportError, ToolError):
+            return False
+        self._lock = FileLock(str(self.path))
+        try:
+            self._lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            return False
+        return True
+
+    def release(self) -> None:
+        self._lock.release()
+
 
 # -- cancellation ----------------------------------------------------------------------------
 
@@ -3923,6 +3922,11 @@ def install_files(
         fsync_directory(directory)
 
 
+def _is_temp_name(name: str) -> bool:
+    """What install_files()/mkstemp and the download staging dirs leave behind when a run is killed."""
+    return (name.startswith(".") and name.endswith(".tmp")) or name.startswith(".download-")
+
+
 def remove_stale_temp_files(engine_dir: Path, older_than: float | None = None) -> tuple[int, int]:
     """Temp files of a run killed with SIGKILL (engines, sidecars, exported ONNX, configs); safe
     because the caller holds the build lock. `older_than` (epoch seconds) spares files written
@@ -3936,7 +3940,7 @@ def remove_stale_temp_files(engine_dir: Path, older_than: float | None = None) -
         return 0, 0
     for path in entries:
         name = path.name
-        if not ((name.startswith(".") and name.endswith(".tmp")) or name.startswith(".download-")):
+        if not _is_temp_name(name):
             continue
         try:
             stat = path.lstat()
@@ -3965,27 +3969,19 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
     (a yolo11x ONNX temp is 228 MB). Cheap when there are none (two directory listings); else
     only under the build lock (taken without waiting) and only files older than this run, so a
     live writer's file is never touched."""
-    dirs = [d for d in dict.fromkeys((Path(engine_dir), Path(options.models_dir).absolute()))]
+    dirs = list(dict.fromkeys((Path(engine_dir), Path(options.models_dir).absolute())))
 
     def has_temp(directory: Path) -> bool:
         try:
-            return any(
-                (n.startswith(".") and n.endswith(".tmp")) or n.startswith(".download-") for n in os.listdir(directory)
-            )
+            return any(_is_temp_name(name) for name in os.listdir(directory))
         except OSError:
             return False
 
     if not any(has_temp(d) for d in dirs):
         return
-    try:
-        from filelock import FileLock, Timeout
-    except ImportError:
-        return
-    lock = FileLock(str(Path(engine_dir) / LOCK_FILE_NAME))
-    try:
-        lock.acquire(timeout=0)
-    except (Timeout, OSError):
-        return  # another process builds: its files are live; the next start cleans up
+    lock = BuildLock(Path(engine_dir), timeout_s=0)
+    if not lock.acquire_if_free():
+        return  # another process builds (its files are live), or the lock is unusable: the build says why
     try:
         count = freed = 0
         for directory in dirs:
@@ -5094,10 +5090,9 @@ def run_check(options: Options) -> int:
     system = SystemInfo.detect(warm=True)
     gpu, trt_version = target_gpu_and_trt(options, system)
     plan = plan_engine(options, gpu, trt_version)
-    first = not options.deep and not _engine_was_verified(plan.engine_path)
-    options.deep = options.deep or first
+    options.deep = options.deep or not _engine_was_verified(plan.engine_path)
     state = check_engine(plan, options)
-    if state.valid:
+    if state.valid and options.deep:  # only a check that hashed the engine is remembered (no write per healthcheck)
         _remember_verified(plan.engine_path)
     if not state.valid or state.sidecar is None:
         log(f"build needed: {state.reason}")
