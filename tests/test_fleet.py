@@ -252,7 +252,7 @@ def test_store_settings_come_from_the_aws_files_when_the_variables_are_unset(tmp
 def test_pull_only_server_waits_for_the_fleet_builder_and_writes_nothing(tmp_path):
     store = Store(f"file://{tmp_path / 'shared'}")
     builder, reader = EngineMachine(tmp_path / "a"), EngineMachine(tmp_path / "b")
-    process = builder.start(**store.env(), FAKE_TRT_BUILD_SECONDS="2", ENGINE_STORE_LEASE_S="5")
+    process = builder.start(**store.env(), FAKE_TRT_BUILD_SECONDS="4", ENGINE_STORE_LEASE_S="5")  # margin for a loaded CI
     try:
         deadline = time.monotonic() + 60
         while not store.keys_ending("lease.json"):

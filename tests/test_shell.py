@@ -225,6 +225,16 @@ def test_sigterm_during_build_reaches_the_builder(sb: Sandbox) -> None:
     assert sb.app_run() is None
 
 
+def test_sigterm_during_the_builders_env_check_stops_the_start(sb: Sandbox) -> None:
+    # CI once sent the SIGTERM in the ~2 ms the builder spends in its own check: it must still stop
+    res = sb.run_entrypoint(STUB_SIGTERM_IN_CHECK="1")
+    assert res.returncode == 143, res.stderr
+    assert [c["event"] for c in sb.builder_calls()] == ["start", "sigterm"]
+    assert "interrupted by SIGTERM" in res.stderr
+    assert "entrypoint: engine build interrupted (exit 143); the app is not started" in res.stderr
+    assert sb.app_run() is None and not sb.marker.exists()
+
+
 def test_env_values_are_data_not_code(sb: Sandbox) -> None:
     pwned = sb.tmp / "pwned"
     nasty = {

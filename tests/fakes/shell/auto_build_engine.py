@@ -4,7 +4,9 @@
 Records each call as one JSON line in $STUB_CALLS: argv, pid, ppid and the contract's variables
 as received. Exits with $STUB_BUILD_RC (default 0; on failure one line on stderr, like the real
 one). Reports "reused" when the marker file $STUB_MARKER exists, else "built" and creates it.
-With $STUB_BUILD_SLEEP it waits that long, and a SIGTERM makes it record "sigterm" and exit 143.
+With $STUB_BUILD_SLEEP it waits that long, and a SIGTERM makes it record "sigterm" and exit 143,
+also when it lands inside the real tool's check (which turns it into exit 143 itself);
+$STUB_SIGTERM_IN_CHECK=1 sends that SIGTERM from inside the check, to pin that case.
 
 The variables are validated by the real tool in $STUB_TOOL_DIR (its `--check-env`, the same rules
 as its ensure mode): `--check-env` records "check-env" and does only that; ensure mode validates
@@ -41,6 +43,14 @@ def real_check_env():
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
+    if os.environ.get("STUB_SIGTERM_IN_CHECK") == "1":
+        parse_options = module.parse_options
+
+        def terminated_while_parsing(argv):
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered here, under the real tool's handlers
+            return parse_options(argv)
+
+        module.parse_options = terminated_while_parsing
     return module.main(["--check-env"])
 
 
@@ -53,6 +63,9 @@ def main():
         signal.signal(signal.SIGTERM, on_term)   # before "start" is recorded: no race in the test
     record("start")
     rc = real_check_env()
+    if rc in (130, 143):  # the signal landed inside the real tool's check: it exited as interrupted
+        record("sigterm")
+        return rc
     if rc:
         record("refused")
         return rc
