@@ -187,6 +187,7 @@ class Try:
 def run_try(box: FaultBox, index: int, point: str, sig: str, via: str, warm: bool, rng: random.Random, deep_check: bool = False) -> Try:
     started = time.monotonic()
     result = Try(index, point, sig, via, warm)
+    missed = False  # a random moment that came after the run had ended: nothing was signalled
     box.fault_log.unlink(missing_ok=True)
     box.app_marker.unlink(missing_ok=True)
     if not warm:  # cold: no engine, no adapted ONNX, no config
@@ -213,11 +214,11 @@ def run_try(box: FaultBox, index: int, point: str, sig: str, via: str, warm: boo
     if point == "random":
         read_stderr_until(process, "engine ")  # the step has begun (Python is up, the script runs)
         time.sleep(rng.uniform(0.0, 0.9))
-        target = process.pid
-        if sig == "KILL":
+        missed = process.poll() is not None  # a fast machine: the run ended before the moment came
+        if not missed and sig == "KILL":
             kill_group(process)
-        else:
-            os.kill(target, getattr(signal, "SIG" + sig))
+        elif not missed:
+            os.kill(process.pid, getattr(signal, "SIG" + sig))
     try:
         out, err = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -225,7 +226,7 @@ def run_try(box: FaultBox, index: int, point: str, sig: str, via: str, warm: boo
         out, err = process.communicate()
         result.problems.append("faulted run hung")
     result.code = process.returncode
-    result.fired = point == "random" or box.fault_log.exists()
+    result.fired = (point == "random" and not missed) or box.fault_log.exists()
     result.app_started = box.app_marker.exists()
     if result.code == 0 and result.fired:
         result.problems.append("signalled run exited 0")
@@ -291,7 +292,8 @@ def summary(tries: list[Try]) -> dict:
         "left_behind": sum(len(t.leftovers) for t in tries),
         "mismatched_pairs": sum(len(t.mismatched) for t in tries),
         "app_started_after_signal": sum(1 for t in tries if t.fired and t.app_started),
-        "exit_codes": {sig: sorted({t.code for t in tries if t.signal == sig and t.code is not None}) for sig in SIGNALS},
+        "exit_codes": {sig: sorted({t.code for t in tries if t.signal == sig and t.fired and t.code is not None}) for sig in SIGNALS},
+        "missed": sum(1 for t in tries if t.point == "random" and not t.fired),
         "by_point": {point: sum(1 for t in tries if t.point == point) for point, _ in FAULT_POINTS},
         "through_entrypoint": sum(1 for t in tries if t.via == "entrypoint"),
         "seconds_per_try": round(sum(t.seconds for t in tries) / max(1, len(tries)), 2),
