@@ -288,7 +288,7 @@ def test_four_processes_build_exactly_once(box):
 
 
 def test_waiting_process_says_who_holds_the_lock(box):
-    first = box.start(FAKE_TRT_BUILD_SECONDS="2")
+    first = box.start(FAKE_TRT_BUILD_SECONDS="5")  # the second start must begin within it, on a loaded CI too
     wait_for_line(first, "[build]")
     second = box.run()
     first.communicate(timeout=60)
