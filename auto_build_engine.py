@@ -398,7 +398,7 @@ _VALUE_FLAGS: tuple[tuple[str, str | None, str, Callable[[str], Any], str], ...]
         "IMGSZ",
         "imgsz",
         _int_in("--imgsz", 32, MAX_IMGSZ, 32),
-        "square input size, multiple of 32 (default 1280)",
+        "square input size, multiple of 32; of 64 for a P6 model (default 1280)",
     ),
     (
         "--min-batch",
@@ -1115,11 +1115,6 @@ def labels_text(names: Sequence[Any]) -> str:
     return "".join(f"{clean_class_name(name, index)}\n" for index, name in enumerate(names))
 
 
-def write_labels(path: Path, names: list[str]) -> None:
-    """labels.txt for nvinfer: one class name a line, written atomically."""
-    atomic_write_text(Path(path), labels_text(names))
-
-
 def read_labels(path: Path) -> list[str]:
     return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -1136,11 +1131,6 @@ def exported_onnx_path(models_dir: Path, model_name: str, imgsz: int) -> Path:
 def distinct_batches(*batches: int) -> list[int]:
     """Each batch size once, ascending (a profile's min/opt/max, a --batches list)."""
     return sorted(set(batches))
-
-
-def expected_anchor_count(imgsz: int, strides: Sequence[int] = (8, 16, 32)) -> int:
-    """N of the output: 33600 at 1280, 8400 at 640, 2100 at 320."""
-    return sum((imgsz // stride) ** 2 for stride in strides)
 
 
 def model_search_dirs(options: Options) -> list[Path]:

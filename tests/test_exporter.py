@@ -44,6 +44,11 @@ def make_options(tmp: Path, **changes) -> abe.Options:
     return replace(base, **changes)
 
 
+def expected_anchor_count(imgsz: int, strides: tuple[int, ...] = (8, 16, 32)) -> int:
+    """N of the output: 33600 at 1280, 8400 at 640, 2100 at 320."""
+    return sum((imgsz // stride) ** 2 for stride in strides)
+
+
 def expect_tool_error(options: abe.Options, exit_code: int = abe.EXIT_USAGE, match: str = "") -> str:
     with pytest.raises(abe.ToolError) as caught:
         abe.YOLOExporter(options).resolve()
@@ -103,7 +108,7 @@ def test_export_layout(request, size, anchors, checkpoint):
     out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
     assert isinstance(in_dims[0], str) and in_dims[1:] == [3, size, size]
     assert isinstance(out_dims[0], str) and out_dims[1:] == [anchors, 6]
-    assert anchors == abe.expected_anchor_count(size)
+    assert anchors == expected_anchor_count(size)
     assert not [n for n in model.graph.node if n.op_type == "NonMaxSuppression"]
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta[abe.META_LAYOUT] == abe.ONNX_LAYOUT
@@ -119,7 +124,7 @@ def test_onnxruntime_batches(request, size):
     result = request.getfixturevalue(f"export_{size}")
     for batch in (1, 4, 16):
         out = run_onnx(result.path, np.random.default_rng(batch).random((batch, 3, size, size), dtype=np.float32))
-        assert out.shape == (batch, abe.expected_anchor_count(size), 6) and out.dtype == np.float32
+        assert out.shape == (batch, expected_anchor_count(size), 6) and out.dtype == np.float32
 
 
 MIN_COMPARED_BOX_PX = 8.0
@@ -244,18 +249,14 @@ def test_three_class_checkpoint(tmp_path):
     assert not options.config_dir.exists()  # resolve() leaves CONFIG_DIR to the config writer
     labels = tmp_path / "configs" / "labels.txt"
     labels.parent.mkdir()
-    abe.write_labels(labels, result.class_names)
+    labels.write_text(abe.labels_text(result.class_names))
     assert labels.read_text().splitlines() == THREE_NAMES
     out = run_onnx(result.path, np.zeros((2, 3, 320, 320), np.float32))
     assert set(np.unique(out[..., 5])) <= {0.0, 1.0, 2.0}
 
 
-def test_write_labels_is_atomic_and_one_line_each(tmp_path):
-    path = tmp_path / "labels.txt"
-    path.write_text("old\n")
-    abe.write_labels(path, ["a b", "multi\nline", ""])
-    assert path.read_text() == "a b\nmulti line\nclass2\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["labels.txt"]
+def test_labels_text_is_one_line_per_class():
+    assert abe.labels_text(["a b", "multi\nline", ""]) == "a b\nmulti line\nclass2\n"
 
 
 # -- a given ONNX -------------------------------------------------------------------------------

@@ -76,6 +76,36 @@ def test_the_flag_help_states_the_options_defaults() -> None:
             assert stated.group(1) == str(getattr(abe.Options(), dest)), flag
 
 
+def _stated_defaults(doc: str, heading: str, variables_column: int) -> list[tuple[str, str]]:
+    """(variable, default as written) for each variable of the settings table under `heading`."""
+    text = (ROOT / doc).read_text()
+    table = text.split(heading, 1)[1].split("\n#", 1)[0]
+    pairs = []
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # not on a \|
+        variables = re.findall(r"`([A-Z_]+)`", cells[variables_column]) if len(cells) == 4 else []
+        if not variables:
+            continue
+        defaults = [part.strip().strip("`") for part in re.split(r"`? / `?|/(?=\d)", cells[2])]
+        pairs.extend(zip(variables, defaults if len(defaults) == len(variables) else defaults[:1] * len(variables)))
+    return pairs
+
+
+@pytest.mark.parametrize("doc,heading,column", [("README.md", "## Settings", 0), ("docs/cli.md", "| flag | env |", 1)])
+def test_the_docs_settings_tables_state_the_options_defaults(doc: str, heading: str, column: int) -> None:
+    """The README and docs/cli.md restate the defaults for readers: they must agree with Options."""
+    checked = set()
+    for variable, default in _stated_defaults(doc, heading, column):
+        if variable in TOOL_ENV and variable != "NUM_SOURCES":  # README: "number of sources (else 1)"
+            expected = "—" if DEFAULTS[variable] is None else str(DEFAULTS[variable])
+            assert default == expected, f"{doc} says {variable} defaults to {default!r}; the tool: {expected!r}"
+            checked.add(variable)
+        elif variable == abe.LOCK_TIMEOUT_ENV:
+            assert float(default) == abe.DEFAULT_LOCK_TIMEOUT_S
+            checked.add(variable)
+    assert {"MODEL", "IMGSZ", "MIN_BATCH", "OPT_BATCH", "MAX_BATCH", "PRECISION", "WORKSPACE_MB", "ENGINE_DIR", "PT_PATH"} <= checked
+
+
 def test_entrypoint_restates_no_tool_rule() -> None:
     text = (ROOT / "entrypoint.sh").read_text()
     assert "--check-env" in text
@@ -164,7 +194,7 @@ def test_the_app_uses_the_builders_config_name_and_default_dir() -> None:
 
 def test_the_app_reads_labels_as_the_builder_writes_them(tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
-    abe.write_labels(labels, ["person", "a\nb", "", "car"])
+    labels.write_text(abe.labels_text(["person", "a\nb", "", "car"]))  # what DeepStreamConfig installs
     assert app.read_labels(labels) == tuple(abe.read_labels(labels)) == ("person", "a b", "class2", "car")
     assert app.read_labels(None) == ()
     assert app.read_labels(tmp_path / "missing.txt") == ()

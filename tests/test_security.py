@@ -47,12 +47,11 @@ def test_labels_have_exactly_one_line_per_class_whatever_the_names():
     assert all(ch.isprintable() for line in lines for ch in line)
 
 
-def test_every_labels_writer_uses_the_sanitiser(tmp_path):
-    abe.write_labels(tmp_path / "labels.txt", HOSTILE_NAMES)
+def test_the_labels_writer_uses_the_sanitiser(tmp_path):
     options = options_for(tmp_path, "--imgsz", "640")
     plan = abe.plan_engine(options, RTX4090, "10.9.0.34")
     config = abe.DeepStreamConfig(options, plan, make_sidecar(plan, "fp16", HOSTILE_NAMES, tmp_path / "m.onnx"))
-    assert config.labels_text() == (tmp_path / "labels.txt").read_text() == abe.labels_text(HOSTILE_NAMES)
+    assert dict(config.staged_files())[config.labels_path].decode() == abe.labels_text(HOSTILE_NAMES)
     assert config.sections()["property"]["num-detected-classes"] == str(len(HOSTILE_NAMES))
 
 
