@@ -139,6 +139,72 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         raise AppError(f"{message} (see {self.prog} -h)", EXIT_USAGE)
 
 
+# The numeric flags: (flag, type, env twin or None, default, help)
+_NUMBER_FLAGS: tuple[tuple[str, type, str | None, Any, str], ...] = (
+    (
+        "--rtsp-port",
+        int,
+        "RTSP_PORT",
+        8554,
+        "port of the RTSP server for --sink rtsp [RTSP_PORT] (default %(default)s)",
+    ),
+    (
+        "--rtsp-udp-port",
+        int,
+        None,
+        5400,
+        "local UDP port between the encoder and the RTSP server (default %(default)s)",
+    ),
+    ("--report-s", float, "REPORT_S", 5.0, "seconds between report lines [REPORT_S] (default %(default)s)"),
+    (
+        "--mux-width",
+        int,
+        "MUX_WIDTH",
+        DEFAULT_MUX_WIDTH,
+        "legacy nvstreammux output width; frames are scaled into it with their aspect "
+        "ratio kept (enable-padding) [MUX_WIDTH] (default %(default)s)",
+    ),
+    (
+        "--mux-height",
+        int,
+        "MUX_HEIGHT",
+        DEFAULT_MUX_HEIGHT,
+        "legacy nvstreammux output height [MUX_HEIGHT] (default %(default)s)",
+    ),
+    (
+        "--push-timeout-us",
+        int,
+        "PUSH_TIMEOUT_US",
+        33000,
+        "nvstreammux batched-push-timeout, about one frame interval [PUSH_TIMEOUT_US] (default %(default)s)",
+    ),
+    (
+        "--rtsp-latency-ms",
+        int,
+        None,
+        100,
+        "RTSP jitter buffer in ms; lower = less delay, more jitter sensitivity (default %(default)s)",
+    ),
+    (
+        "--rtsp-reconnect-s",
+        int,
+        None,
+        10,
+        "seconds between reconnect attempts to a silent camera (default %(default)s)",
+    ),
+    ("--rtsp-reconnect-attempts", int, None, -1, "reconnect attempts, -1 = forever (default %(default)s)"),
+    ("--gpu-id", int, "GPU_ID", None, "GPU for all elements [GPU_ID] (default: the config's gpu-id)"),
+    (
+        "--eos-timeout-s",
+        float,
+        None,
+        8.0,
+        "on SIGINT/SIGTERM, how long to let the sinks finish before killing "
+        "(default %(default)s; keep below docker stop's timeout)",
+    ),
+)
+
+
 def build_arg_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p = OneLineArgumentParser(
         prog="main_low_latency.py",
@@ -167,79 +233,18 @@ def build_arg_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="mp4 written by --sink file [OUTPUT] (default %(default)s)",
     )
     p.add_argument(
-        "--rtsp-port",
-        type=int,
-        default=_env_int(env, "RTSP_PORT", 8554),
-        help="port of the RTSP server for --sink rtsp [RTSP_PORT] (default %(default)s)",
-    )
-    p.add_argument(
-        "--rtsp-udp-port",
-        type=int,
-        default=5400,
-        help="local UDP port between the encoder and the RTSP server (default %(default)s)",
-    )
-    p.add_argument(
         "--tracker",
         default=env.get("TRACKER") or "none",
         choices=("none", *TRACKER_CONFIGS),
         help="nvtracker with configs/tracker_<name>.yml [TRACKER] (default %(default)s)",
     )
     p.add_argument("--loop", action="store_true", help="loop file sources forever")
-    p.add_argument(
-        "--report-s",
-        type=float,
-        default=_env_float(env, "REPORT_S", 5.0),
-        help="seconds between report lines [REPORT_S] (default %(default)s)",
-    )
     p.add_argument("--json-log", action="store_true", help="report as one JSON object per line")
-    p.add_argument(
-        "--mux-width",
-        type=int,
-        default=_env_int(env, "MUX_WIDTH", DEFAULT_MUX_WIDTH),
-        help="legacy nvstreammux output width; frames are scaled into it with their aspect "
-        "ratio kept (enable-padding) [MUX_WIDTH] (default %(default)s)",
-    )
-    p.add_argument(
-        "--mux-height",
-        type=int,
-        default=_env_int(env, "MUX_HEIGHT", DEFAULT_MUX_HEIGHT),
-        help="legacy nvstreammux output height [MUX_HEIGHT] (default %(default)s)",
-    )
-    p.add_argument(
-        "--push-timeout-us",
-        type=int,
-        default=_env_int(env, "PUSH_TIMEOUT_US", 33000),
-        help="nvstreammux batched-push-timeout, about one frame interval [PUSH_TIMEOUT_US] (default %(default)s)",
-    )
-    p.add_argument(
-        "--rtsp-latency-ms",
-        type=int,
-        default=100,
-        help="RTSP jitter buffer in ms; lower = less delay, more jitter sensitivity (default %(default)s)",
-    )
     p.add_argument("--rtsp-tcp", action="store_true", help="RTP over TCP (lossy networks)")
-    p.add_argument(
-        "--rtsp-reconnect-s",
-        type=int,
-        default=10,
-        help="seconds between reconnect attempts to a silent camera (default %(default)s)",
-    )
-    p.add_argument(
-        "--rtsp-reconnect-attempts", type=int, default=-1, help="reconnect attempts, -1 = forever (default %(default)s)"
-    )
-    p.add_argument(
-        "--gpu-id",
-        type=int,
-        default=_env_int(env, "GPU_ID", None),
-        help="GPU for all elements [GPU_ID] (default: the config's gpu-id)",
-    )
-    p.add_argument(
-        "--eos-timeout-s",
-        type=float,
-        default=8.0,
-        help="on SIGINT/SIGTERM, how long to let the sinks finish before killing "
-        "(default %(default)s; keep below docker stop's timeout)",
-    )
+    for flag, convert, env_name, default, help_text in _NUMBER_FLAGS:
+        if env_name:
+            default = _env_number(env, env_name, default, convert, "an integer" if convert is int else "a number")
+        p.add_argument(flag, type=convert, default=default, help=help_text)
     return p
 
 
@@ -251,14 +256,6 @@ def _env_number(env: Mapping[str, str], name: str, default: Any, convert: Callab
         return convert(raw)
     except ValueError:
         raise AppError(f"{name}={raw!r} is not {what}; fix or unset it") from None
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
-    return _env_number(env, name, default, int, "an integer")
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    return _env_number(env, name, default, float, "a number")
 
 
 def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Namespace:
