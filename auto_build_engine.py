@@ -4337,11 +4337,16 @@ class FleetEnsure:
         notice(f"engine store {self.url} not used ({error}); going on with the local engine cache")
         self.store = None
 
+    def open_store(self) -> EngineStore:
+        """The store client, this ONNX's stamp and the store entry they name (StoreError when unusable)."""
+        self.store = store = EngineStore(self.url, writable=self.publish)
+        self.onnx_stamp = FileStamp.of(Path(self.onnx_model.path))
+        self.entry = f"{self.plan.stem}/{self.onnx_stamp.sha256[:STORE_SHA_PREFIX]}"
+        return store
+
     def ensure(self) -> tuple[Sidecar, str]:
         try:
-            self.store = EngineStore(self.url, writable=self.publish)
-            self.onnx_stamp = FileStamp.of(Path(self.onnx_model.path))
-            self.entry = f"{self.plan.stem}/{self.onnx_stamp.sha256[:STORE_SHA_PREFIX]}"
+            store = self.open_store()
             if not self.options.force:  # --force: rebuild here; publish only if nobody has yet
                 pulled = self.try_pull()
                 if pulled is None and not (self.broken or self.foreign):
@@ -4349,7 +4354,7 @@ class FleetEnsure:
                 if pulled is not None:
                     return pulled
             if self.publish and not self.foreign and self.lease is None:
-                lease = FleetLease(self.store, f"{self.entry}/lease.json", self._lease_seconds())
+                lease = FleetLease(store, f"{self.entry}/lease.json", self._lease_seconds())
                 self.lease = lease if lease.try_acquire()[0] else None
         except StoreError as error:
             self._off(error)
