@@ -3998,8 +3998,9 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
 
 # -- Engine store (fleet) ----------------------------------------------------------------------
 # One build per engine key for a whole fleet. The store holds, under
-# `<prefix>/<stem>/<onnx-sha256[:16]>/`, the engine, then its sidecar (the commit marker) and a
-# lease; timing caches live in `<prefix>/timing/`. A local miss pulls a committed engine
+# `<prefix>/<stem>/<onnx-sha256[:16]>/`, the engine under its own sha256 (`<sha256>.engine`), then
+# the sidecar naming it (`<stem>.json`, the commit marker: the only object two builders compete for)
+# and a lease; timing caches live in `<prefix>/timing/`. A local miss pulls a committed engine
 # (sha256-checked) and installs it like a local build; a store miss takes the fleet lease and
 # builds, the others wait for the sidecar. The store is an accelerator only: any failure of it is
 # one notice and the local path goes on. obstore is imported only when a store is configured.
@@ -4433,6 +4434,8 @@ class FleetEnsure:
                 stored = Sidecar.read(copy)
             finally:
                 _remove_quietly(copy)
+            if not re.fullmatch(r"[0-9a-f]{64}", stored.engine_sha256):  # it names the engine object
+                raise ValueError(f"engine_sha256 {stored.engine_sha256[:20]!r} is not a sha256")
         except ValueError as error:
             notice(
                 f"engine store: the stored sidecar of {self.plan.stem} is unusable ({error}); refused, building here"
@@ -4470,12 +4473,12 @@ class FleetEnsure:
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
-                size, digest = self.store.download(f"{self.entry}/{plan.stem}.engine", handle)
+                size, digest = self.store.download(self.engine_key(stored.engine_sha256), handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             if size != stored.engine_size or digest != stored.engine_sha256:
                 notice(
-                    f"engine store: {self.entry}/{plan.stem}.engine does not match its sidecar (sha256 "
+                    f"engine store: {self.engine_key(stored.engine_sha256)} does not match its sidecar (sha256 "
                     f"{digest[:12]}, expected {stored.engine_sha256[:12]}); refused, building here"
                 )
                 self.broken = True
@@ -4505,6 +4508,11 @@ class FleetEnsure:
         atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
         return sidecar
 
+    def engine_key(self, sha256: str) -> str:
+        """An engine object is named by its content: a second builder's upload never replaces the
+        engine a committed sidecar names."""
+        return f"{self.entry}/{sha256}.engine"
+
     def _timing_key(self) -> str:
         return f"timing/{self.plan.timing_cache_path.name}"
 
@@ -4524,18 +4532,20 @@ class FleetEnsure:
             atomic_write_bytes(local, merged)
 
     def publish_engine(self, sidecar: Sidecar) -> None:
-        """Engine, then sidecar (the commit marker; first publish wins), then the timing cache."""
+        """Engine (under its sha256), then the sidecar naming it (the commit marker: a conditional create,
+        so the first publish wins), then the timing cache."""
         assert self.store is not None
         if self.foreign:
             return
         plan = self.plan
-        engine_key, sidecar_key = f"{self.entry}/{plan.stem}.engine", f"{self.entry}/{plan.stem}.json"
+        engine_key, sidecar_key = self.engine_key(sidecar.engine_sha256), f"{self.entry}/{plan.stem}.json"
         if self.store.exists(sidecar_key) and not self.broken:
             log(f"engine store: {plan.stem} was published by another server first; keeping theirs", level=2)
             return
         began = time.monotonic()
-        # an engine object without a sidecar is a dead builder's leftover (or being replaced): overwrite
-        if not self.store.create(engine_key, plan.engine_path):
+        # an object already under this name holds these very bytes (only a repair rewrites it, in case
+        # it was damaged); a builder that loses the commit below leaves its own object unnamed
+        if not self.store.create(engine_key, plan.engine_path) and self.broken:
             self.store.replace(engine_key, plan.engine_path)
         record = dataclasses.replace(
             sidecar,

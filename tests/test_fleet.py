@@ -119,8 +119,7 @@ def test_killed_builder_lease_expires_and_nobody_pulls_a_partial_engine(tmp_path
         process.wait(10)
     (lease,) = store.keys_ending("lease.json")
     entry = lease.rsplit("/", 1)[0]
-    stem = entry.split("/")[0]
-    store.write(f"{entry}/{stem}.engine", b"partial upload of a dead builder")  # died mid-publish
+    store.write(f"{entry}/{sha256(b'a whole engine')}.engine", b"partial upload of a dead builder")  # died mid-publish
     results = run_together([taker, waiter], {**env, "FAKE_TRT_BUILD_SECONDS": "0.5"})
     assert sorted(outcome(r) for r in results) == ["built", "pulled"], [r.stderr for r in results]
     assert any("expired; taking over the build" in r.stderr for r in results)
@@ -367,8 +366,84 @@ def test_pull_only_server_does_not_create_a_missing_file_store(tmp_path):
 # -- audit of issue 16: commit point, lease renewal and timeout, unusable entries, failed publish --------------------
 
 
+def in_process_publisher(machine: EngineMachine, url: str):
+    """The tool's publisher for the engine `machine` built locally (no store), driven in this process."""
+    from types import SimpleNamespace
+
+    import auto_build_engine as tool
+
+    sidecar = tool.Sidecar.read(machine.only_engine().with_suffix(".json"))
+    options = tool.parse_options(machine.argv("--engine-store", url)[2:], environ={})
+    plan = tool.EnginePlan(sidecar.key, machine.only_engine().stem, machine.engine_dir, "", None)
+    fleet = tool.FleetEnsure(options, None, plan, SimpleNamespace(path=machine.onnx))
+    fleet.open_store()
+    return fleet, sidecar
+
+
+def hook_uploads(fleet, before=None, after=None) -> None:
+    """Run before(key)/after(key) around each upload (create or replace) of `fleet`'s store client."""
+    for name in ("create", "replace"):
+        real = getattr(fleet.store, name)
+
+        def wrapped(key, data, *args, _real=real, **kwargs):
+            if before:
+                before(key)
+            done = _real(key, data, *args, **kwargs)
+            if after:
+                after(key)
+            return done
+
+        setattr(fleet.store, name, wrapped)
+
+
 def is_sidecar_key(key: str) -> bool:
     return key.endswith(".json") and not key.endswith("lease.json")
+
+
+def test_interleaved_publishers_keep_the_first_committed_pair(tmp_path, store, monkeypatch):
+    """A uploads its engine, B uploads its own, A commits its sidecar, B's commit fails: the
+    committed pair is A's, whole, and that is what a puller installs."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    for name, value in store.env().items():  # obstore reads the AWS_* variables itself
+        monkeypatch.setenv(name, value)
+    a, b, puller = servers(tmp_path, 3)
+    assert outcome(a.run()) == "built" and outcome(b.run()) == "built"  # local builds, no store
+    assert sha256(a.only_engine().read_bytes()) != sha256(b.only_engine().read_bytes())  # plans name their ONNX path
+    (fleet_a, sidecar_a), (fleet_b, sidecar_b) = in_process_publisher(a, store.url), in_process_publisher(b, store.url)
+    a_engine_up, b_engine_up, a_committed = threading.Event(), threading.Event(), threading.Event()
+
+    def a_before(key):
+        if is_sidecar_key(key):
+            assert b_engine_up.wait(30)
+
+    def a_after(key):
+        (a_engine_up if key.endswith(".engine") else a_committed if is_sidecar_key(key) else threading.Event()).set()
+
+    def b_before(key):
+        if key.endswith(".engine"):
+            assert a_engine_up.wait(30)
+        elif is_sidecar_key(key):
+            assert a_committed.wait(30)
+
+    def b_after(key):
+        if key.endswith(".engine"):
+            b_engine_up.set()
+
+    hook_uploads(fleet_a, a_before, a_after)
+    hook_uploads(fleet_b, b_before, b_after)
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(fleet_a.publish_engine, sidecar_a), pool.submit(fleet_b.publish_engine, sidecar_b)]
+        for job in jobs:
+            job.result(timeout=60)
+    assert a_committed.is_set() and b_engine_up.is_set()
+    assert committed_pairs_are_consistent(store)
+    (sidecar_key,) = [k for k in store.objects() if is_sidecar_key(k)]
+    assert json.loads(store.objects()[sidecar_key])["engine_sha256"] == sidecar_a.engine_sha256
+    done = puller.run(**store.env())
+    assert outcome(done) == "pulled", done.stderr
+    assert sha256(puller.only_engine().read_bytes()) == sidecar_a.engine_sha256
 
 
 def wait_until_building(process) -> None:
