@@ -3998,7 +3998,8 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
 
 # -- Engine store (fleet) ----------------------------------------------------------------------
 # One build per engine key for a whole fleet. The store holds, under
-# `<prefix>/<stem>/<onnx-sha256[:16]>/`, the engine under its own sha256 (`<sha256>.engine`), then
+# `<prefix>/<stem>/<onnx-sha256[:16]>-<key-sha256[:12]>/` (the name leaves min/opt batch and the
+# precision request out; the key's hash keeps those apart), the engine under its own sha256 (`<sha256>.engine`), then
 # the sidecar naming it (`<stem>.json`, the commit marker: the only object two builders compete for)
 # and a lease; timing caches live in `<prefix>/timing/`. A local miss pulls a committed engine
 # (sha256-checked) and installs it like a local build; a store miss takes the fleet lease and
@@ -4008,6 +4009,7 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
 STORE_LEASE_ENV = "ENGINE_STORE_LEASE_S"
 DEFAULT_STORE_LEASE_S = 60.0
 STORE_SHA_PREFIX = 16
+STORE_KEY_PREFIX = 12
 STORE_CHUNK = 8 << 20
 
 
@@ -4328,8 +4330,7 @@ class FleetEnsure:
         self.publish = options.engine_store_mode != "pull"
         self.store: EngineStore | None = None
         self.entry = ""
-        self.broken = False  # the stored entry failed its sha256 check: a writer repairs it
-        self.foreign = False  # a valid entry for other options under the same name: left alone
+        self.broken = False  # the stored entry is unusable or failed its sha256 check: a writer repairs it
         self.onnx_stamp: FileStamp | None = None
         self.lease: FleetLease | None = None
         self._timing_etag: str | None = None
@@ -4342,7 +4343,8 @@ class FleetEnsure:
         """The store client, this ONNX's stamp and the store entry they name (StoreError when unusable)."""
         self.store = store = EngineStore(self.url, writable=self.publish)
         self.onnx_stamp = FileStamp.of(Path(self.onnx_model.path))
-        self.entry = f"{self.plan.stem}/{self.onnx_stamp.sha256[:STORE_SHA_PREFIX]}"
+        key_sha256 = sha256_of_bytes(json.dumps(self.plan.key.as_json(), sort_keys=True).encode())
+        self.entry = f"{self.plan.stem}/{self.onnx_stamp.sha256[:STORE_SHA_PREFIX]}-{key_sha256[:STORE_KEY_PREFIX]}"
         return store
 
     def ensure(self) -> tuple[Sidecar, str]:
@@ -4350,11 +4352,11 @@ class FleetEnsure:
             store = self.open_store()
             if not self.options.force:  # --force: rebuild here; publish only if nobody has yet
                 pulled = self.try_pull()
-                if pulled is None and not (self.broken or self.foreign):
+                if pulled is None and not self.broken:
                     pulled = self.wait_for_fleet()
                 if pulled is not None:
                     return pulled
-            if self.publish and not self.foreign and self.lease is None:
+            if self.publish and self.lease is None:
                 lease = FleetLease(store, f"{self.entry}/lease.json", self._lease_seconds())
                 self.lease = lease if lease.try_acquire()[0] else None
         except StoreError as error:
@@ -4364,7 +4366,7 @@ class FleetEnsure:
                 self.lease.start_renewal()
                 self.seed_timing_cache()
             sidecar = build_and_install(self.options, self.system, self.plan, self.onnx_model)
-            if self.store is not None and self.publish and not self.foreign and not (self.lease and self.lease.lost):
+            if self.store is not None and self.publish and not (self.lease and self.lease.lost):
                 try:
                     self.publish_engine(sidecar)
                 except StoreError as error:
@@ -4414,7 +4416,7 @@ class FleetEnsure:
                 )
                 announced = True
             pulled = self.try_pull()
-            if pulled is not None or self.broken or self.foreign:
+            if pulled is not None or self.broken:
                 return pulled
             if time.monotonic() >= deadline:
                 notice(f"gave up waiting {timeout:.0f}s for the fleet build of {self.plan.stem}; building here")
@@ -4436,18 +4438,13 @@ class FleetEnsure:
                 _remove_quietly(copy)
             if not re.fullmatch(r"[0-9a-f]{64}", stored.engine_sha256):  # it names the engine object
                 raise ValueError(f"engine_sha256 {stored.engine_sha256[:20]!r} is not a sha256")
+            if stored.key != self.plan.key or stored.onnx.sha256 != self.onnx_stamp.sha256:
+                raise ValueError("it was written for other options or another ONNX than its entry's")
         except ValueError as error:
             notice(
                 f"engine store: the stored sidecar of {self.plan.stem} is unusable ({error}); refused, building here"
             )
             self.broken = True
-            return None
-        if stored.key != self.plan.key or stored.onnx.sha256 != self.onnx_stamp.sha256:
-            log(
-                f"engine store: {self.entry} holds an engine for other options (opt/min batch or precision "
-                "request); building here"
-            )
-            self.foreign = True
             return None
         began = time.monotonic()
         sidecar = self.install_pulled(stored)
@@ -4535,8 +4532,6 @@ class FleetEnsure:
         """Engine (under its sha256), then the sidecar naming it (the commit marker: a conditional create,
         so the first publish wins), then the timing cache."""
         assert self.store is not None
-        if self.foreign:
-            return
         plan = self.plan
         engine_key, sidecar_key = self.engine_key(sidecar.engine_sha256), f"{self.entry}/{plan.stem}.json"
         if self.store.exists(sidecar_key) and not self.broken:

@@ -75,7 +75,9 @@ def test_four_servers_build_once_and_pull_three_times(tmp_path, store):
     engine_keys = [k for k in stored if k.endswith(".engine")]
     assert len(engine_keys) == 1 and sha256(stored[engine_keys[0]]) in digests
     stem = machines[0].only_engine().stem
-    assert engine_keys[0].startswith(f"{stem}/") and len(engine_keys[0].split("/")[1]) == 16  # <stem>/<onnx sha256[:16]>/
+    entry = engine_keys[0].split("/")[1]  # <stem>/<onnx sha256[:16]>-<key sha256[:12]>/<sha256>.engine
+    assert engine_keys[0].startswith(f"{stem}/") and entry[:16] == sha256(machines[0].onnx.read_bytes())[:16]
+    assert len(entry) == 16 + 1 + 12 and engine_keys[0].endswith(f"/{sha256(stored[engine_keys[0]])}.engine")
     assert not [k for k in stored if k.endswith("lease.json")], "the lease is dropped after publishing"
     assert [k for k in stored if k.startswith("timing/")], "the timing cache is published"
     for machine, result in zip(machines, results):
@@ -490,6 +492,21 @@ def test_waiting_for_a_live_builder_is_bounded_by_build_lock_timeout(tmp_path):
     assert waited < 30
 
 
+def test_servers_with_other_precision_request_share_their_own_entry(tmp_path):
+    """Same engine name, other precision request: its own store entry, built once, then pulled."""
+    store = Store(f"file://{tmp_path / 'shared'}")
+    auto, fp16, fp16_late = servers(tmp_path, 3)
+    assert outcome(auto.run(**store.env())) == "built"
+    published = store.objects()
+    done = fp16.run("--precision", "fp16", **store.env())
+    assert outcome(done) == "built" and notices(done) == [], done.stderr
+    assert fp16.only_engine().name == auto.only_engine().name  # the name leaves the request out
+    assert outcome(fp16_late.run("--precision", "fp16", **store.env())) == "pulled"
+    assert {k: v for k, v in store.objects().items() if k in published and not k.startswith("timing/")} == {
+        k: v for k, v in published.items() if not k.startswith("timing/")}
+    assert committed_pairs_are_consistent(store)
+
+
 def stored_sidecar_key(store: Store) -> str:
     (key,) = [k for k in store.objects() if is_sidecar_key(k)]
     return key
@@ -502,13 +519,20 @@ def rewrite_stored_sidecar(store: Store, change) -> bytes:
     return body
 
 
+def foreign_request(body: bytes) -> bytes:
+    record = json.loads(body)
+    record["key"]["precision_request"] = "fp16"  # same engine name; another server's options
+    return json.dumps(record).encode()
+
+
 def not_a_digest(body: bytes) -> bytes:
     record = json.loads(body)
     record["engine_sha256"] = "../../../etc/passwd"
     return json.dumps(record).encode()
 
 
-@pytest.mark.parametrize("damage", [lambda body: b"{not json", not_a_digest], ids=["garbled", "sha256-not-a-digest"])
+@pytest.mark.parametrize("damage", [foreign_request, lambda body: b"{not json", not_a_digest],
+                         ids=["foreign-key", "garbled", "sha256-not-a-digest"])
 def test_unusable_stored_sidecar_is_refused_and_repaired(tmp_path, damage):
     store = Store(f"file://{tmp_path / 'shared'}")
     builder, repairer, late = servers(tmp_path, 3)
