@@ -4017,6 +4017,10 @@ class StoreError(Exception):
     """A store failure (unreachable, credentials, permission, refused data): one notice, go on locally."""
 
 
+class StoreMissing(StoreError):
+    """An object the store should hold is absent (e.g. an engine a lifecycle rule deleted before its sidecar)."""
+
+
 def _short_error(error: BaseException) -> str:
     """obstore errors carry a multi-line debug dump; the first line says it."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -4145,7 +4149,7 @@ class EngineStore:
             return False
 
     def download(self, key: str, handle: Any) -> tuple[int, str]:
-        """Stream an object into an open file; (size, sha256). Raises StoreError when absent."""
+        """Stream an object into an open file; (size, sha256). Raises StoreMissing when absent."""
         import hashlib
 
         digest = hashlib.sha256()
@@ -4158,7 +4162,7 @@ class EngineStore:
                 digest.update(data)
                 size += len(data)
         except (FileNotFoundError, self._exc.NotFoundError):
-            raise StoreError(f"{key} vanished during the download") from None
+            raise StoreMissing(f"{key} is missing") from None
         except StoreError:
             raise
         except Exception as error:  # errors raised while iterating the stream
@@ -4469,10 +4473,15 @@ class FleetEnsure:
             ) from None
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                size, digest = self.store.download(self.engine_key(stored.engine_sha256), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    size, digest = self.store.download(self.engine_key(stored.engine_sha256), handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except StoreMissing as error:
+                notice(f"engine store: {error}, though the stored sidecar names it; refused, building here")
+                self.broken = True
+                return None
             if size != stored.engine_size or digest != stored.engine_sha256:
                 notice(
                     f"engine store: {self.engine_key(stored.engine_sha256)} does not match its sidecar (sha256 "

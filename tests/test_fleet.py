@@ -548,6 +548,20 @@ def test_unusable_stored_sidecar_is_refused_and_repaired(tmp_path, damage):
     assert outcome(late.run(**store.env())) == "pulled"
 
 
+def test_sidecar_naming_a_missing_engine_object_is_refused_and_repaired(tmp_path):
+    """A lifecycle rule may delete the engine object before its sidecar."""
+    store = Store(f"file://{tmp_path / 'shared'}")
+    builder, repairer, late = servers(tmp_path, 3)
+    assert outcome(builder.run(**store.env())) == "built"
+    (engine_key,) = store.keys_ending(".engine")
+    (store.root / engine_key).unlink()
+    done = repairer.run(**store.env())
+    assert outcome(done) == "built", done.stderr
+    assert len(notices(done)) == 1 and "refused, building here" in notices(done)[0], done.stderr
+    assert committed_pairs_are_consistent(store)
+    assert outcome(late.run(**store.env())) == "pulled"
+
+
 def test_refused_engine_upload_is_one_notice_and_the_local_engine_serves(tmp_path, lease_only_s3):
     endpoint, key, secret = lease_only_s3
     from fleet_env import aws_env
