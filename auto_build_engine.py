@@ -4353,16 +4353,17 @@ class FleetEnsure:
 
     def ensure(self) -> tuple[Sidecar, str]:
         try:
-            store = self.open_store()
-            if not self.options.force:  # --force: rebuild here; publish only if nobody has yet
-                pulled = self.try_pull()
-                if pulled is None and not self.broken:
-                    pulled = self.wait_for_fleet()
-                if pulled is not None:
-                    return pulled
-            if self.publish and self.lease is None:
-                lease = FleetLease(store, f"{self.entry}/lease.json", self._lease_seconds())
-                self.lease = lease if lease.try_acquire()[0] else None
+            with TIMELINE.phase("store"):  # lookup, lease, waiting for the fleet's builder (a pull counts apart)
+                store = self.open_store()
+                if not self.options.force:  # --force: rebuild here; publish only if nobody has yet
+                    pulled = self.try_pull()
+                    if pulled is None and not self.broken:
+                        pulled = self.wait_for_fleet()
+                    if pulled is not None:
+                        return pulled
+                if self.publish and self.lease is None:
+                    lease = FleetLease(store, f"{self.entry}/lease.json", self._lease_seconds())
+                    self.lease = lease if lease.try_acquire()[0] else None
         except StoreError as error:
             self._off(error)
         try:
@@ -4372,7 +4373,8 @@ class FleetEnsure:
             sidecar = build_and_install(self.options, self.system, self.plan, self.onnx_model)
             if self.store is not None and self.publish and not (self.lease and self.lease.lost):
                 try:
-                    self.publish_engine(sidecar)
+                    with TIMELINE.phase("publish"):
+                        self.publish_engine(sidecar)
                 except StoreError as error:
                     notice(f"engine store {self.url}: publishing failed ({error}); the local engine is in place")
         finally:
@@ -4451,7 +4453,8 @@ class FleetEnsure:
             self.broken = True
             return None
         began = time.monotonic()
-        sidecar = self.install_pulled(stored)
+        with TIMELINE.phase("pull"):
+            sidecar = self.install_pulled(stored)
         if sidecar is None:
             return None
         seconds = time.monotonic() - began
@@ -4500,6 +4503,7 @@ class FleetEnsure:
                     "built_on": (stored.origin or {}).get("host"),
                     "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 },
+                timeline=TIMELINE.as_json(),  # this server's first start, not the builder's (that stays in the store)
             )
             _remove_quietly(plan.sidecar_path)
             fsync_directory(plan.engine_dir)
@@ -5193,7 +5197,7 @@ def run_ensure(options: Options) -> int:
         onnx_model = YOLOExporter(options).resolve()
         sidecar, how = ensure_engine(options, system, plan, onnx_model)  # the fleet store, if set, may pull
         # still under the lock: the config phase joins the timeline kept in the sidecar
-        return finish_ensure(options, system, plan, sidecar, how, started, built=how.startswith("built"))
+        return finish_ensure(options, system, plan, sidecar, how, started, first_start=True)
 
 
 def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, onnx_model: Any) -> Sidecar:
@@ -5299,12 +5303,13 @@ def finish_ensure(
     sidecar: Sidecar,
     how: str,
     started: float,
-    built: bool = False,
+    first_start: bool = False,
 ) -> int:
+    """Write the config, report; after a build or a pull (a first start) the sidecar gets this server's timeline."""
     with TIMELINE.phase("config"):
         config = DeepStreamConfig(options, plan, sidecar)
         rewritten = config.write() or how.startswith("built")  # a build installs the config with the engine
-    if built:  # the sidecar gets the whole timeline; same engine, so the pair stays valid
+    if first_start:  # the sidecar gets the whole timeline; same engine, so the pair stays valid
         sidecar.timeline = TIMELINE.as_json() + [
             {"phase": "total", "seconds": round(time.monotonic() - TIMELINE.started, 2)}
         ]
@@ -5325,8 +5330,8 @@ def finish_ensure(
         f"Config      {config.config_path} ({'written' if rewritten else 'unchanged'}; batch-size {config.batch_size})",
         f"Ready in    {time.monotonic() - started:.2f} s",
     ]
-    if built:
-        if sidecar.engine_check:
+    if first_start:
+        if sidecar.engine_check and how.startswith("built"):  # a pulled engine was checked on its builder
             report.append(
                 f"Check       {sidecar.engine_check.get('line')}"
                 + (" (FP16 fell back to FP32)" if sidecar.precision_fallback else "")

@@ -575,3 +575,14 @@ def test_refused_engine_upload_is_one_notice_and_the_local_engine_serves(tmp_pat
     assert box.pair_is_consistent(box.only_engine())
     assert outcome(box.run(**env)) == "reused"
 
+
+def test_pulled_engine_keeps_this_servers_own_first_start_timeline(tmp_path):
+    store = Store(f"file://{tmp_path / 'shared'}")
+    builder, puller = servers(tmp_path, 2)
+    assert outcome(builder.run(**store.env())) == "built"
+    done = puller.run(**store.env())
+    assert outcome(done) == "pulled"
+    phases = [entry["phase"] for entry in puller.sidecar_of(puller.only_engine())["timeline"]]
+    assert "pull" in phases and "build" not in phases and phases[-1] == "total", phases
+    assert "Timeline    " in done.stdout and "pull " in done.stdout
+    assert "build" in [e["phase"] for e in builder.sidecar_of(builder.only_engine())["timeline"]]
