@@ -3999,9 +3999,9 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
 # -- Engine store (fleet) ----------------------------------------------------------------------
 # One build per engine key for a whole fleet. The store holds, under
 # `<prefix>/<stem>/<onnx-sha256[:16]>-<key-sha256[:12]>/` (the name leaves min/opt batch and the
-# precision request out; the key's hash keeps those apart), the engine under its own sha256 (`<sha256>.engine`), then
-# the sidecar naming it (`<stem>.json`, the commit marker: the only object two builders compete for)
-# and a lease; timing caches live in `<prefix>/timing/`. A local miss pulls a committed engine
+# precision request out; the key's hash keeps those apart), the engine under its own sha256
+# (`<sha256>.engine`), then the sidecar naming it (`<stem>.json`, the commit marker: the only object
+# two builders compete for) and a lease; timing caches live in `<prefix>/timing/`. A local miss pulls a committed engine
 # (sha256-checked) and installs it like a local build; a store miss takes the fleet lease and
 # builds, the others wait for the sidecar. The store is an accelerator only: any failure of it is
 # one notice and the local path goes on. obstore is imported only when a store is configured.
