@@ -3988,8 +3988,10 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
 
 # -- Engine store (fleet) ----------------------------------------------------------------------
 # One build per engine key for a whole fleet. The store holds, under
-# `<prefix>/<stem>/<onnx-sha256[:16]>/`, the engine, then its sidecar (the commit marker) and a
-# lease; timing caches live in `<prefix>/timing/`. A local miss pulls a committed engine
+# `<prefix>/<stem>/<onnx-sha256[:16]>-<key-sha256[:12]>/` (the name leaves min/opt batch and the
+# precision request out; the key's hash keeps those apart), the engine under its own sha256
+# (`<sha256>.engine`), then the sidecar naming it (`<stem>.json`, the commit marker: the only object
+# two builders compete for) and a lease; timing caches live in `<prefix>/timing/`. A local miss pulls a committed engine
 # (sha256-checked) and installs it like a local build; a store miss takes the fleet lease and
 # builds, the others wait for the sidecar. The store is an accelerator only: any failure of it is
 # one notice and the local path goes on. obstore is imported only when a store is configured.
@@ -3997,11 +3999,16 @@ def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
 STORE_LEASE_ENV = "ENGINE_STORE_LEASE_S"
 DEFAULT_STORE_LEASE_S = 60.0
 STORE_SHA_PREFIX = 16
+STORE_KEY_PREFIX = 12
 STORE_CHUNK = 8 << 20
 
 
 class StoreError(Exception):
     """A store failure (unreachable, credentials, permission, refused data): one notice, go on locally."""
+
+
+class StoreMissing(StoreError):
+    """An object the store should hold is absent (e.g. an engine a lifecycle rule deleted before its sidecar)."""
 
 
 def _short_error(error: BaseException) -> str:
@@ -4132,7 +4139,7 @@ class EngineStore:
             return False
 
     def download(self, key: str, handle: Any) -> tuple[int, str]:
-        """Stream an object into an open file; (size, sha256). Raises StoreError when absent."""
+        """Stream an object into an open file; (size, sha256). Raises StoreMissing when absent."""
         import hashlib
 
         digest = hashlib.sha256()
@@ -4145,7 +4152,7 @@ class EngineStore:
                 digest.update(data)
                 size += len(data)
         except (FileNotFoundError, self._exc.NotFoundError):
-            raise StoreError(f"{key} vanished during the download") from None
+            raise StoreMissing(f"{key} is missing") from None
         except StoreError:
             raise
         except Exception as error:  # errors raised while iterating the stream
@@ -4317,8 +4324,7 @@ class FleetEnsure:
         self.publish = options.engine_store_mode != "pull"
         self.store: EngineStore | None = None
         self.entry = ""
-        self.broken = False  # the stored entry failed its sha256 check: a writer repairs it
-        self.foreign = False  # a valid entry for other options under the same name: left alone
+        self.broken = False  # the stored entry is unusable or failed its sha256 check: a writer repairs it
         self.onnx_stamp: FileStamp | None = None
         self.lease: FleetLease | None = None
         self._timing_etag: str | None = None
@@ -4327,20 +4333,27 @@ class FleetEnsure:
         notice(f"engine store {self.url} not used ({error}); going on with the local engine cache")
         self.store = None
 
+    def open_store(self) -> EngineStore:
+        """The store client, this ONNX's stamp and the store entry they name (StoreError when unusable)."""
+        self.store = store = EngineStore(self.url, writable=self.publish)
+        self.onnx_stamp = FileStamp.of(Path(self.onnx_model.path))
+        key_sha256 = sha256_of_bytes(json.dumps(self.plan.key.as_json(), sort_keys=True).encode())
+        self.entry = f"{self.plan.stem}/{self.onnx_stamp.sha256[:STORE_SHA_PREFIX]}-{key_sha256[:STORE_KEY_PREFIX]}"
+        return store
+
     def ensure(self) -> tuple[Sidecar, str]:
         try:
-            self.store = EngineStore(self.url, writable=self.publish)
-            self.onnx_stamp = FileStamp.of(Path(self.onnx_model.path))
-            self.entry = f"{self.plan.stem}/{self.onnx_stamp.sha256[:STORE_SHA_PREFIX]}"
-            if not self.options.force:  # --force: rebuild here; publish only if nobody has yet
-                pulled = self.try_pull()
-                if pulled is None and not (self.broken or self.foreign):
-                    pulled = self.wait_for_fleet()
-                if pulled is not None:
-                    return pulled
-            if self.publish and not self.foreign and self.lease is None:
-                lease = FleetLease(self.store, f"{self.entry}/lease.json", self._lease_seconds())
-                self.lease = lease if lease.try_acquire()[0] else None
+            with TIMELINE.phase("store"):  # lookup, lease, waiting for the fleet's builder (a pull counts apart)
+                store = self.open_store()
+                if not self.options.force:  # --force: rebuild here; publish only if nobody has yet
+                    pulled = self.try_pull()
+                    if pulled is None and not self.broken:
+                        pulled = self.wait_for_fleet()
+                    if pulled is not None:
+                        return pulled
+                if self.publish and self.lease is None:
+                    lease = FleetLease(store, f"{self.entry}/lease.json", self._lease_seconds())
+                    self.lease = lease if lease.try_acquire()[0] else None
         except StoreError as error:
             self._off(error)
         try:
@@ -4348,9 +4361,10 @@ class FleetEnsure:
                 self.lease.start_renewal()
                 self.seed_timing_cache()
             sidecar = build_and_install(self.options, self.system, self.plan, self.onnx_model)
-            if self.store is not None and self.publish and not self.foreign and not (self.lease and self.lease.lost):
+            if self.store is not None and self.publish and not (self.lease and self.lease.lost):
                 try:
-                    self.publish_engine(sidecar)
+                    with TIMELINE.phase("publish"):
+                        self.publish_engine(sidecar)
                 except StoreError as error:
                     notice(f"engine store {self.url}: publishing failed ({error}); the local engine is in place")
         finally:
@@ -4398,7 +4412,7 @@ class FleetEnsure:
                 )
                 announced = True
             pulled = self.try_pull()
-            if pulled is not None or self.broken or self.foreign:
+            if pulled is not None or self.broken:
                 return pulled
             if time.monotonic() >= deadline:
                 notice(f"gave up waiting {timeout:.0f}s for the fleet build of {self.plan.stem}; building here")
@@ -4418,21 +4432,19 @@ class FleetEnsure:
                 stored = Sidecar.read(copy)
             finally:
                 _remove_quietly(copy)
+            if not re.fullmatch(r"[0-9a-f]{64}", stored.engine_sha256):  # it names the engine object
+                raise ValueError(f"engine_sha256 {stored.engine_sha256[:20]!r} is not a sha256")
+            if stored.key != self.plan.key or stored.onnx.sha256 != self.onnx_stamp.sha256:
+                raise ValueError("it was written for other options or another ONNX than its entry's")
         except ValueError as error:
             notice(
                 f"engine store: the stored sidecar of {self.plan.stem} is unusable ({error}); refused, building here"
             )
             self.broken = True
             return None
-        if stored.key != self.plan.key or stored.onnx.sha256 != self.onnx_stamp.sha256:
-            log(
-                f"engine store: {self.entry} holds an engine for other options (opt/min batch or precision "
-                "request); building here"
-            )
-            self.foreign = True
-            return None
         began = time.monotonic()
-        sidecar = self.install_pulled(stored)
+        with TIMELINE.phase("pull"):
+            sidecar = self.install_pulled(stored)
         if sidecar is None:
             return None
         seconds = time.monotonic() - began
@@ -4454,13 +4466,18 @@ class FleetEnsure:
             ) from None
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                size, digest = self.store.download(f"{self.entry}/{plan.stem}.engine", handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    size, digest = self.store.download(self.engine_key(stored.engine_sha256), handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except StoreMissing as error:
+                notice(f"engine store: {error}, though the stored sidecar names it; refused, building here")
+                self.broken = True
+                return None
             if size != stored.engine_size or digest != stored.engine_sha256:
                 notice(
-                    f"engine store: {self.entry}/{plan.stem}.engine does not match its sidecar (sha256 "
+                    f"engine store: {self.engine_key(stored.engine_sha256)} does not match its sidecar (sha256 "
                     f"{digest[:12]}, expected {stored.engine_sha256[:12]}); refused, building here"
                 )
                 self.broken = True
@@ -4476,6 +4493,7 @@ class FleetEnsure:
                     "built_on": (stored.origin or {}).get("host"),
                     "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 },
+                timeline=TIMELINE.as_json(),  # this server's first start, not the builder's (that stays in the store)
             )
             _remove_quietly(plan.sidecar_path)
             fsync_directory(plan.engine_dir)
@@ -4489,6 +4507,11 @@ class FleetEnsure:
             _remove_quietly(tmp)
         atomic_write_text(plan.sidecar_path, json.dumps(sidecar.as_json(), indent=2, sort_keys=True) + "\n")
         return sidecar
+
+    def engine_key(self, sha256: str) -> str:
+        """An engine object is named by its content: a second builder's upload never replaces the
+        engine a committed sidecar names."""
+        return f"{self.entry}/{sha256}.engine"
 
     def _timing_key(self) -> str:
         return f"timing/{self.plan.timing_cache_path.name}"
@@ -4509,18 +4532,18 @@ class FleetEnsure:
             atomic_write_bytes(local, merged)
 
     def publish_engine(self, sidecar: Sidecar) -> None:
-        """Engine, then sidecar (the commit marker; first publish wins), then the timing cache."""
+        """Engine (under its sha256), then the sidecar naming it (the commit marker: a conditional create,
+        so the first publish wins), then the timing cache."""
         assert self.store is not None
-        if self.foreign:
-            return
         plan = self.plan
-        engine_key, sidecar_key = f"{self.entry}/{plan.stem}.engine", f"{self.entry}/{plan.stem}.json"
+        engine_key, sidecar_key = self.engine_key(sidecar.engine_sha256), f"{self.entry}/{plan.stem}.json"
         if self.store.exists(sidecar_key) and not self.broken:
             log(f"engine store: {plan.stem} was published by another server first; keeping theirs", level=2)
             return
         began = time.monotonic()
-        # an engine object without a sidecar is a dead builder's leftover (or being replaced): overwrite
-        if not self.store.create(engine_key, plan.engine_path):
+        # an object already under this name holds these very bytes (only a repair rewrites it, in case
+        # it was damaged); a builder that loses the commit below leaves its own object unnamed
+        if not self.store.create(engine_key, plan.engine_path) and self.broken:
             self.store.replace(engine_key, plan.engine_path)
         record = dataclasses.replace(
             sidecar,
@@ -5164,7 +5187,7 @@ def run_ensure(options: Options) -> int:
         onnx_model = YOLOExporter(options).resolve()
         sidecar, how = ensure_engine(options, system, plan, onnx_model)  # the fleet store, if set, may pull
         # still under the lock: the config phase joins the timeline kept in the sidecar
-        return finish_ensure(options, system, plan, sidecar, how, started, built=how.startswith("built"))
+        return finish_ensure(options, system, plan, sidecar, how, started, first_start=True)
 
 
 def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, onnx_model: Any) -> Sidecar:
@@ -5270,12 +5293,13 @@ def finish_ensure(
     sidecar: Sidecar,
     how: str,
     started: float,
-    built: bool = False,
+    first_start: bool = False,
 ) -> int:
+    """Write the config, report; after a build or a pull (a first start) the sidecar gets this server's timeline."""
     with TIMELINE.phase("config"):
         config = DeepStreamConfig(options, plan, sidecar)
         rewritten = config.write() or how.startswith("built")  # a build installs the config with the engine
-    if built:  # the sidecar gets the whole timeline; same engine, so the pair stays valid
+    if first_start:  # the sidecar gets the whole timeline; same engine, so the pair stays valid
         sidecar.timeline = TIMELINE.as_json() + [
             {"phase": "total", "seconds": round(time.monotonic() - TIMELINE.started, 2)}
         ]
@@ -5296,8 +5320,8 @@ def finish_ensure(
         f"Config      {config.config_path} ({'written' if rewritten else 'unchanged'}; batch-size {config.batch_size})",
         f"Ready in    {time.monotonic() - started:.2f} s",
     ]
-    if built:
-        if sidecar.engine_check:
+    if first_start:
+        if sidecar.engine_check and how.startswith("built"):  # a pulled engine was checked on its builder
             report.append(
                 f"Check       {sidecar.engine_check.get('line')}"
                 + (" (FP16 fell back to FP32)" if sidecar.precision_fallback else "")

@@ -125,12 +125,12 @@ def sha256(data: bytes) -> str:
 
 
 def committed_pairs_are_consistent(store: Store) -> bool:
-    """Every stored sidecar describes the stored engine next to it (sha256 and size)."""
+    """Every stored sidecar names an engine object (`<sha256>.engine` next to it) that it describes."""
     objects = store.objects()
     for key, body in objects.items():
         if key.endswith(".json") and not key.endswith("lease.json"):
             record = json.loads(body)
-            engine = objects.get(key[:-5] + ".engine")
+            engine = objects.get(f"{key.rsplit('/', 1)[0]}/{record['engine_sha256']}.engine")
             if engine is None or sha256(engine) != record["engine_sha256"] or len(engine) != record["engine_size"]:
                 return False
     return True

@@ -14,6 +14,7 @@ import pytest
 
 from engine_env import EngineMachine, kill_group
 from fleet_env import Store, committed_pairs_are_consistent, moto_server, new_bucket, s3_client, sha256
+from helpers import read_stderr_until
 from tests.fakes.gpus import GPU_RTX_3060
 
 
@@ -74,7 +75,9 @@ def test_four_servers_build_once_and_pull_three_times(tmp_path, store):
     engine_keys = [k for k in stored if k.endswith(".engine")]
     assert len(engine_keys) == 1 and sha256(stored[engine_keys[0]]) in digests
     stem = machines[0].only_engine().stem
-    assert engine_keys[0].startswith(f"{stem}/") and len(engine_keys[0].split("/")[1]) == 16  # <stem>/<onnx sha256[:16]>/
+    entry = engine_keys[0].split("/")[1]  # <stem>/<onnx sha256[:16]>-<key sha256[:12]>/<sha256>.engine
+    assert engine_keys[0].startswith(f"{stem}/") and entry[:16] == sha256(machines[0].onnx.read_bytes())[:16]
+    assert len(entry) == 16 + 1 + 12 and engine_keys[0].endswith(f"/{sha256(stored[engine_keys[0]])}.engine")
     assert not [k for k in stored if k.endswith("lease.json")], "the lease is dropped after publishing"
     assert [k for k in stored if k.startswith("timing/")], "the timing cache is published"
     for machine, result in zip(machines, results):
@@ -89,14 +92,14 @@ def test_four_servers_build_once_and_pull_three_times(tmp_path, store):
     assert outcome(machines[1].run(**store.env())) == "reused"
 
 
-def test_second_gpu_model_builds_its_own_and_leaves_the_first_alone(tmp_path, s3_store):
+def test_second_gpu_model_builds_its_own_and_leaves_the_first_alone(tmp_path, store):
     first, second = servers(tmp_path, 2)
-    assert outcome(first.run(**s3_store.env())) == "built"
-    before = s3_store.objects()
+    assert outcome(first.run(**store.env())) == "built"
+    before = store.objects()
     second.use_gpu(GPU_RTX_3060)
-    done = second.run(**s3_store.env())
+    done = second.run(**store.env())
     assert outcome(done) == "built"
-    after = s3_store.objects()
+    after = store.objects()
     assert {k: v for k, v in after.items() if k in before and not k.startswith("timing/")} == {k: v for k, v in before.items() if not k.startswith("timing/")}
     assert sorted(k.split("/")[0] for k in after if k.endswith(".engine")) == sorted([first.only_engine().stem, second.only_engine().stem])
     assert "sm86" in second.only_engine().name
@@ -118,8 +121,7 @@ def test_killed_builder_lease_expires_and_nobody_pulls_a_partial_engine(tmp_path
         process.wait(10)
     (lease,) = store.keys_ending("lease.json")
     entry = lease.rsplit("/", 1)[0]
-    stem = entry.split("/")[0]
-    store.write(f"{entry}/{stem}.engine", b"partial upload of a dead builder")  # died mid-publish
+    store.write(f"{entry}/{sha256(b'a whole engine')}.engine", b"partial upload of a dead builder")  # died mid-publish
     results = run_together([taker, waiter], {**env, "FAKE_TRT_BUILD_SECONDS": "0.5"})
     assert sorted(outcome(r) for r in results) == ["built", "pulled"], [r.stderr for r in results]
     assert any("expired; taking over the build" in r.stderr for r in results)
@@ -129,8 +131,7 @@ def test_killed_builder_lease_expires_and_nobody_pulls_a_partial_engine(tmp_path
     assert victim.engines() == []
 
 
-def test_tampered_stored_engine_is_refused_and_a_pull_only_server_writes_nothing(tmp_path, s3_store):
-    store = s3_store
+def test_tampered_stored_engine_is_refused_and_a_pull_only_server_writes_nothing(tmp_path, store):
     builder, reader, repairer = servers(tmp_path, 3)
     assert outcome(builder.run(**store.env())) == "built"
     (key,) = store.keys_ending(".engine")
@@ -152,21 +153,41 @@ def test_tampered_stored_engine_is_refused_and_a_pull_only_server_writes_nothing
 
 
 @pytest.fixture(scope="module")
-def auth_s3(tmp_path_factory):
-    """A moto server enforcing credentials: a bucket, a read-only user's keys."""
-    with moto_server(tmp_path_factory.mktemp("moto-auth"), auth_free_actions=4) as endpoint:
+def auth_s3_users(tmp_path_factory):
+    """A moto server enforcing credentials, a bucket, and two users' keys: `reader` (read-only) and
+    `leaser` (may write only lease objects under lease-only/: the engine upload is refused)."""
+    with moto_server(tmp_path_factory.mktemp("moto-auth"), auth_free_actions=7) as endpoint:
         client = s3_client(endpoint)
         client.create_bucket(Bucket="fleet-auth")
         import boto3
 
         iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
                            aws_secret_access_key="x", region_name="us-east-1")
-        iam.create_user(UserName="reader")
-        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
-        key = iam.create_access_key(UserName="reader")["AccessKey"]
-        yield endpoint, key["AccessKeyId"], key["SecretAccessKey"]
+        policies = {
+            "reader": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}],
+            "leaser": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:DeleteObject"], "Resource": "*"},
+                       {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": "arn:aws:s3:::fleet-auth/lease-only/*/lease.json"}],
+        }
+        users = {}
+        for user, statements in policies.items():
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": statements}))
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            users[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+        yield endpoint, users
+
+
+@pytest.fixture
+def auth_s3(auth_s3_users):
+    endpoint, users = auth_s3_users
+    return endpoint, *users["reader"]
+
+
+@pytest.fixture
+def lease_only_s3(auth_s3_users):
+    endpoint, users = auth_s3_users
+    return endpoint, *users["leaser"]
 
 
 @pytest.mark.parametrize("failure", ["down", "wrong-credentials", "read-only"])
@@ -342,3 +363,226 @@ def test_pull_only_server_does_not_create_a_missing_file_store(tmp_path):
     done = box.run(ENGINE_STORE=f"file://{tmp_path / 'nowhere'}", ENGINE_STORE_MODE="pull")
     assert outcome(done) == "built" and len(notices(done)) == 1
     assert not (tmp_path / "nowhere").exists()
+
+
+# -- audit of issue 16: commit point, lease renewal and timeout, unusable entries, failed publish --------------------
+
+
+def in_process_publisher(machine: EngineMachine, url: str):
+    """The tool's publisher for the engine `machine` built locally (no store), driven in this process."""
+    from types import SimpleNamespace
+
+    import auto_build_engine as tool
+
+    sidecar = tool.Sidecar.read(machine.only_engine().with_suffix(".json"))
+    options = tool.parse_options(machine.argv("--engine-store", url)[2:], environ={})
+    plan = tool.EnginePlan(sidecar.key, machine.only_engine().stem, machine.engine_dir, "", None)
+    fleet = tool.FleetEnsure(options, None, plan, SimpleNamespace(path=machine.onnx))
+    fleet.open_store()
+    return fleet, sidecar
+
+
+def hook_uploads(fleet, before=None, after=None) -> None:
+    """Run before(key)/after(key) around each upload (create or replace) of `fleet`'s store client."""
+    for name in ("create", "replace"):
+        real = getattr(fleet.store, name)
+
+        def wrapped(key, data, *args, _real=real, **kwargs):
+            if before:
+                before(key)
+            done = _real(key, data, *args, **kwargs)
+            if after:
+                after(key)
+            return done
+
+        setattr(fleet.store, name, wrapped)
+
+
+def is_sidecar_key(key: str) -> bool:
+    return key.endswith(".json") and not key.endswith("lease.json")
+
+
+def test_interleaved_publishers_keep_the_first_committed_pair(tmp_path, store, monkeypatch):
+    """A uploads its engine, B uploads its own, A commits its sidecar, B's commit fails: the
+    committed pair is A's, whole, and that is what a puller installs."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    for name, value in store.env().items():  # obstore reads the AWS_* variables itself
+        monkeypatch.setenv(name, value)
+    a, b, puller = servers(tmp_path, 3)
+    assert outcome(a.run()) == "built" and outcome(b.run()) == "built"  # local builds, no store
+    assert sha256(a.only_engine().read_bytes()) != sha256(b.only_engine().read_bytes())  # plans name their ONNX path
+    (fleet_a, sidecar_a), (fleet_b, sidecar_b) = in_process_publisher(a, store.url), in_process_publisher(b, store.url)
+    a_engine_up, b_engine_up, a_committed = threading.Event(), threading.Event(), threading.Event()
+
+    def a_before(key):
+        if is_sidecar_key(key):
+            assert b_engine_up.wait(30)
+
+    def a_after(key):
+        (a_engine_up if key.endswith(".engine") else a_committed if is_sidecar_key(key) else threading.Event()).set()
+
+    def b_before(key):
+        if key.endswith(".engine"):
+            assert a_engine_up.wait(30)
+        elif is_sidecar_key(key):
+            assert a_committed.wait(30)
+
+    def b_after(key):
+        if key.endswith(".engine"):
+            b_engine_up.set()
+
+    hook_uploads(fleet_a, a_before, a_after)
+    hook_uploads(fleet_b, b_before, b_after)
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(fleet_a.publish_engine, sidecar_a), pool.submit(fleet_b.publish_engine, sidecar_b)]
+        for job in jobs:
+            job.result(timeout=60)
+    assert a_committed.is_set() and b_engine_up.is_set()
+    assert committed_pairs_are_consistent(store)
+    (sidecar_key,) = [k for k in store.objects() if is_sidecar_key(k)]
+    assert json.loads(store.objects()[sidecar_key])["engine_sha256"] == sidecar_a.engine_sha256
+    done = puller.run(**store.env())
+    assert outcome(done) == "pulled", done.stderr
+    assert sha256(puller.only_engine().read_bytes()) == sidecar_a.engine_sha256
+
+
+def wait_until_building(process) -> None:
+    """The builder holds the fleet lease once it says it is building (read from its stderr)."""
+    line, seen = read_stderr_until(process, "building ", timeout=60)
+    assert line is not None, seen
+
+
+def test_lease_is_renewed_while_the_build_outlasts_it(tmp_path, store):
+    builder, waiter = servers(tmp_path, 2)
+    env = {**store.env(), "ENGINE_STORE_LEASE_S": "1.5"}
+    process = builder.start(**env, FAKE_TRT_BUILD_SECONDS="4.5")  # three lease lengths
+    try:
+        wait_until_building(process)
+        done = waiter.run(**env)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        kill_group(process)
+    assert "(built in" in out
+    assert outcome(done) == "pulled", done.stderr
+    assert "is building" in done.stderr and "taking over" not in done.stderr
+    assert len(store.keys_ending(".engine")) == 1  # one build for the fleet
+    assert sha256(builder.only_engine().read_bytes()) == sha256(waiter.only_engine().read_bytes())
+
+
+def test_waiting_for_a_live_builder_is_bounded_by_build_lock_timeout(tmp_path):
+    store = Store(f"file://{tmp_path / 'shared'}")
+    holder, waiter = EngineMachine(tmp_path / "a"), EngineMachine(tmp_path / "b")
+    env = {**store.env(), "ENGINE_STORE_LEASE_S": "5"}
+    process = holder.start(**env, FAKE_TRT_BUILD_SECONDS="60")
+    try:
+        wait_until_building(process)
+        started = time.monotonic()
+        done = waiter.run(**env, BUILD_LOCK_TIMEOUT_S="1")
+        waited = time.monotonic() - started
+        assert process.poll() is None, "the holder was still building all along"
+    finally:
+        kill_group(process)
+        process.wait(10)
+    assert outcome(done) == "built", done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("notice:") and "pycuda" not in line]
+    assert len(lines) == 1 and "gave up waiting 1s" in lines[0], done.stderr  # (the fake box has no pycuda)
+    assert "is building" in done.stderr and "taking over" not in done.stderr
+    assert waited < 30
+
+
+def test_servers_with_other_precision_request_share_their_own_entry(tmp_path):
+    """Same engine name, other precision request: its own store entry, built once, then pulled."""
+    store = Store(f"file://{tmp_path / 'shared'}")
+    auto, fp16, fp16_late = servers(tmp_path, 3)
+    assert outcome(auto.run(**store.env())) == "built"
+    published = store.objects()
+    done = fp16.run("--precision", "fp16", **store.env())
+    assert outcome(done) == "built" and notices(done) == [], done.stderr
+    assert fp16.only_engine().name == auto.only_engine().name  # the name leaves the request out
+    assert outcome(fp16_late.run("--precision", "fp16", **store.env())) == "pulled"
+    assert {k: v for k, v in store.objects().items() if k in published and not k.startswith("timing/")} == {
+        k: v for k, v in published.items() if not k.startswith("timing/")}
+    assert committed_pairs_are_consistent(store)
+
+
+def stored_sidecar_key(store: Store) -> str:
+    (key,) = [k for k in store.objects() if is_sidecar_key(k)]
+    return key
+
+
+def rewrite_stored_sidecar(store: Store, change) -> bytes:
+    key = stored_sidecar_key(store)
+    body = change(store.objects()[key])
+    store.write(key, body)
+    return body
+
+
+def foreign_request(body: bytes) -> bytes:
+    record = json.loads(body)
+    record["key"]["precision_request"] = "fp16"  # same engine name; another server's options
+    return json.dumps(record).encode()
+
+
+def not_a_digest(body: bytes) -> bytes:
+    record = json.loads(body)
+    record["engine_sha256"] = "../../../etc/passwd"
+    return json.dumps(record).encode()
+
+
+@pytest.mark.parametrize("damage", [foreign_request, lambda body: b"{not json", not_a_digest],
+                         ids=["foreign-key", "garbled", "sha256-not-a-digest"])
+def test_unusable_stored_sidecar_is_refused_and_repaired(tmp_path, damage):
+    store = Store(f"file://{tmp_path / 'shared'}")
+    builder, repairer, late = servers(tmp_path, 3)
+    assert outcome(builder.run(**store.env())) == "built"
+    rewrite_stored_sidecar(store, damage)
+    done = repairer.run(**store.env())
+    assert outcome(done) == "built", done.stderr
+    assert len(notices(done)) == 1 and "refused, building here" in notices(done)[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads(store.objects()[stored_sidecar_key(store)])["engine_sha256"] == sha256(
+        repairer.only_engine().read_bytes())  # a read-write server rewrote the entry
+    assert committed_pairs_are_consistent(store)
+    assert outcome(late.run(**store.env())) == "pulled"
+
+
+def test_sidecar_naming_a_missing_engine_object_is_refused_and_repaired(tmp_path):
+    """A lifecycle rule may delete the engine object before its sidecar."""
+    store = Store(f"file://{tmp_path / 'shared'}")
+    builder, repairer, late = servers(tmp_path, 3)
+    assert outcome(builder.run(**store.env())) == "built"
+    (engine_key,) = store.keys_ending(".engine")
+    (store.root / engine_key).unlink()
+    done = repairer.run(**store.env())
+    assert outcome(done) == "built", done.stderr
+    assert len(notices(done)) == 1 and "refused, building here" in notices(done)[0], done.stderr
+    assert committed_pairs_are_consistent(store)
+    assert outcome(late.run(**store.env())) == "pulled"
+
+
+def test_refused_engine_upload_is_one_notice_and_the_local_engine_serves(tmp_path, lease_only_s3):
+    endpoint, key, secret = lease_only_s3
+    from fleet_env import aws_env
+
+    box = EngineMachine(tmp_path / "box")
+    env = {"ENGINE_STORE": "s3://fleet-auth/lease-only", **aws_env(endpoint, key, secret)}
+    done = box.run(**env)
+    assert outcome(done) == "built", done.stderr
+    assert len(notices(done)) == 1 and "publishing failed" in notices(done)[0], done.stderr
+    assert "access denied" in notices(done)[0] and "Traceback" not in done.stderr
+    assert box.pair_is_consistent(box.only_engine())
+    assert outcome(box.run(**env)) == "reused"
+
+
+def test_pulled_engine_keeps_this_servers_own_first_start_timeline(tmp_path):
+    store = Store(f"file://{tmp_path / 'shared'}")
+    builder, puller = servers(tmp_path, 2)
+    assert outcome(builder.run(**store.env())) == "built"
+    done = puller.run(**store.env())
+    assert outcome(done) == "pulled"
+    phases = [entry["phase"] for entry in puller.sidecar_of(puller.only_engine())["timeline"]]
+    assert "pull" in phases and "build" not in phases and phases[-1] == "total", phases
+    assert "Timeline    " in done.stdout and "pull " in done.stdout
+    assert "build" in [e["phase"] for e in builder.sidecar_of(builder.only_engine())["timeline"]]
