@@ -162,6 +162,29 @@ def test_slots_that_differ_fail_and_name_the_slot(exported):
     assert not check.ok and "batch 4 slot 2" in check.line, check.line
 
 
+def test_slots_that_each_pass_against_the_onnx_but_differ_from_each_other_fail(exported):
+    """Scores +0.02 in slot 0 and -0.02 in slot 1: each within the FP16 budget of the ONNX (0.05), but
+    the same image in one batch must give the same boxes, and these differ by 0.04."""
+    rows = exported.reference.rows
+    up, down = rows.copy(), rows.copy()
+    up[:, 4] += 0.02
+    down[:, 4] -= 0.02
+    check = abe.check_engine_outputs(exported.reference, {2: np.stack([up, down])})
+    assert not check.ok and "batch 2 slot 1 vs slot 0 (same image)" in check.line, check.line
+    assert "max score diff 0.0400 > 0.001" in check.line, check.line
+
+
+def test_float_noise_between_slots_passes(exported):
+    """Slots that differ by float noise (scores 2e-4, boxes 0.02 px) are identical for the check."""
+    rng = np.random.default_rng(1)
+    rows = exported.reference.rows
+    noisy = rows.copy()
+    noisy[:, 4] += rng.uniform(-2e-4, 2e-4, len(rows)).astype(np.float32)
+    noisy[:, :4] += rng.uniform(-0.02, 0.02, (len(rows), 4)).astype(np.float32)
+    check = abe.check_engine_outputs(exported.reference, {2: np.stack([rows, noisy])})
+    assert check.ok and "slots identical" in check.line, check.line
+
+
 def test_decode_matches_the_parser_rules():
     settings = abe.DecodeSettings(imgsz=100, num_classes=2, threshold=0.25, nms_iou=0.45)
     rows = np.array([
@@ -203,6 +226,7 @@ def test_engine_equal_to_the_onnx_passes_with_one_line_of_figures_and_a_timeline
     ("drop", "missing"),
     ("shift:5", "min IoU"),
     ("drop@1", "batch 2 slot 1"),
+    ("score:0.03@1", "batch 2 slot 1 vs slot 0"),  # within 0.05 of the ONNX, yet not the same as slot 0
 ])
 def test_engine_that_differs_fails_with_the_figures(box, perturb, figure):
     done = box.run("--precision", "fp32", FAKE_TRT_PERTURB=perturb)
