@@ -270,6 +270,22 @@ def test_without_pycuda_the_sidecar_says_the_comparison_did_not_run(tmp_path, ex
     assert sidecar["engine_check"] == {"ok": None, "line": "not run: pycuda is not installed"}
 
 
+def test_first_start_from_a_yaml_has_an_export_phase_and_the_phases_add_up_to_the_total(tmp_path):
+    """The other tests start from --onnx: here the model is exported (yolo11n.yaml at 64 px, cheap)."""
+    machine = EngineMachine(tmp_path)
+    argv = [sys.executable, str(SCRIPT), "--pt", "yolo11n.yaml", "--imgsz", "64", "--engine-dir", str(machine.engine_dir),
+            "--config-dir", str(machine.config_dir), "--models-dir", str(machine.models_dir)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=machine.env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    timeline = machine.sidecar_of(machine.only_engine())["timeline"]
+    phases = [entry["phase"] for entry in timeline]
+    assert phases[:3] == ["find/download", "export", "validate"] and phases[-1] == "total", phases
+    seconds = {entry["phase"]: entry["seconds"] for entry in timeline}
+    assert seconds["export"] > 0
+    # a phase excludes the phases inside it (the export runs inside find/download): no time counted twice
+    assert sum(seconds[name] for name in phases[:-1]) <= seconds["total"] + 0.005 * len(phases), timeline
+
+
 def test_dry_run_prints_the_timeline(tmp_path, exported):
     done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--onnx", str(exported.path), "--imgsz", str(IMGSZ),
                            "--models-dir", str(tmp_path / "m"), "--engine-dir", str(tmp_path / "e"), "--config-dir", str(tmp_path / "c")],
