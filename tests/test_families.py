@@ -416,3 +416,36 @@ def test_layout_refusals_say_what_they_saw(tmp_path):
     path = tiny_onnx(tmp_path / "rank2.onnx", ["batch", 3, 64, 64], output_rank=2)
     message = refused(make_options(tmp_path, onnx=path, imgsz=64), "rank 2")
     assert "saw outputs out ['batch', " in message and "no ultralytics task/head metadata" in message
+
+
+B = "batch"
+REFUSALS = {  # case -> (input shape, outputs, metadata, extra input, what the line says, what it saw)
+    "two inputs": ([B, 3, 64, 64], {"out0": [B, 84, 84]}, {}, True, "expected one image input, found 2",
+                   "saw outputs out0 ['batch', 84, 84]; no ultralytics task/head metadata"),
+    "task": ([B, 3, 64, 64], {"out0": [B, 116, 84]}, {"task": "segment"}, False, "ultralytics task is 'segment'",
+             "saw outputs out0 ['batch', 116, 84]; metadata task 'segment'"),
+    "two outputs": ([B, 3, 64, 64], {"out0": [B, 116, 84], "out1": [B, 32, 256]}, {}, False, "expected one output, found 2",
+                    "saw outputs out0 ['batch', 116, 84], out1 ['batch', 32, 256]; no ultralytics task/head metadata"),
+    "input shape": ([B, 1, 64, 64], {"out0": [B, 84, 84]}, {}, False, "expected [B,3,H,W]",
+                    "saw outputs out0 ['batch', 84, 84]; no ultralytics task/head metadata"),
+    "static batch": ([1, 3, 64, 64], {"out0": [1, 84, 84]}, {"task": "detect"}, False, "the batch axis is static",
+                     "saw outputs out0 [1, 84, 84]; metadata task 'detect'"),
+    "last dim": ([B, 3, 64, 64], {"out0": [B, 84, 7]}, {"autobuild.layout": "deepstream-yolo-v1"}, False,
+                 "output last dim is 7", "saw outputs out0 ['batch', 84, 7]; no ultralytics task/head metadata"),
+    "rtdetr shape": ([B, 3, 64, 64], {"out0": [B, 300, 4]}, {"task": "detect", "head": "RTDETRDecoder"}, False,
+                     "an RT-DETR output must be [B,N,6] or [B,N,4+nc]",
+                     "saw outputs out0 ['batch', 300, 4]; metadata task 'detect', head 'RTDETRDecoder'"),
+    "neither": ([B, 3, 64, 64], {"out0": [B, 3, 100]}, {}, False, "neither [B,N,6] nor [B,4+nc,N]",
+                "saw outputs out0 ['batch', 3, 100]; no ultralytics task/head metadata"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_every_layout_refusal_says_what_it_saw(case, tmp_path):
+    from export_helpers import layout_onnx
+
+    input_shape, outputs, metadata, extra_input, says, saw = REFUSALS[case]
+    path = layout_onnx(tmp_path / "given.onnx", input_shape, outputs, metadata, extra_input=extra_input)
+    message = refused(make_options(tmp_path, onnx=path, imgsz=64), says)  # one line, exit 2
+    assert f"({saw})" in message or f"; {saw})" in message, message
+    assert not list(tmp_path.rglob("*_ds.onnx"))
