@@ -2758,7 +2758,8 @@ class YOLOExporter:
         return result
 
     def _given_class_names(self, path: Path, meta: dict[str, str], layout: str, out_dims: list[Any]) -> list[str]:
-        nc = int(out_dims[1]) - 4 if layout == "ultralytics" else None
+        columns = {"ultralytics": out_dims[1], "rtdetr_scores": out_dims[2]}.get(layout)  # 4+nc; [B,N,6] does not say
+        nc = int(columns) - 4 if columns is not None else None
         names = _names_from_metadata(meta)
         origin = "the ONNX metadata"
         labels = path.with_name(LABELS_FILE_NAME)

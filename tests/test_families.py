@@ -449,3 +449,51 @@ def test_every_layout_refusal_says_what_it_saw(case, tmp_path):
     message = refused(make_options(tmp_path, onnx=path, imgsz=64), says)  # one line, exit 2
     assert f"({saw})" in message or f"; {saw})" in message, message
     assert not list(tmp_path.rglob("*_ds.onnx"))
+
+
+# -- RT-DETR: detected without metadata; the [B,N,4+nc] layout of older ultralytics -------------------
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_rtdetr_onnx_without_metadata_is_still_adapted_as_rtdetr(families, images, tmp_path):
+    """Metadata stripped on the way (by a converter, say): its GridSample (deformable attention) still
+    says RT-DETR, so its normalised centre boxes are not taken for pixel corners."""
+    import onnx
+
+    given = families("rtdetr").ultralytics_onnx()
+    bare = onnx.load(str(given))
+    del bare.metadata_props[:]
+    assert any(node.op_type == "GridSample" for node in bare.graph.node)
+    stripped = tmp_path / "rtdetr_no_metadata.onnx"
+    onnx.save(bare, str(stripped))
+    result = abe.YOLOExporter(make_options(tmp_path, onnx=stripped)).resolve()
+    with_metadata = abe.YOLOExporter(make_options(tmp_path, onnx=given)).resolve()
+    assert result.origin == "adapted"
+    np.testing.assert_array_equal(run_onnx(result.path, images), run_onnx(with_metadata.path, images))
+
+
+def rtdetr_scores_graph(path: Path, count: int = 50, classes: int = 3) -> tuple[Path, np.ndarray]:
+    """A synthetic RT-DETR of an older ultralytics: [B,N,4+nc] normalised cx,cy,w,h + class scores."""
+    from export_helpers import layout_onnx
+
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.uniform(0.2, 0.8, (count, 2)), rng.uniform(0.1, 0.3, (count, 2)),
+                           rng.uniform(0.0, 1.0, (count, classes))], axis=1).astype(np.float32)
+    metadata = {"task": "detect", "head": "RTDETRDecoder"}
+    return layout_onnx(path, ["batch", 3, 64, 64], {"output0": ["batch", count, 4 + classes]}, metadata, rows={"output0": rows}), rows
+
+
+def test_rtdetr_scores_layout_is_adapted_to_pixel_corners(tmp_path):
+    path, rows = rtdetr_scores_graph(tmp_path / "rtdetr_scores.onnx")
+    result = abe.YOLOExporter(make_options(tmp_path, onnx=path, imgsz=64)).resolve()
+    assert result.origin == "adapted"
+    centre, half = rows[:, :2] * 64, rows[:, 2:4] * 64 / 2
+    expected = np.concatenate([centre - half, centre + half, rows[:, 4:].max(axis=1, keepdims=True),
+                               rows[:, 4:].argmax(axis=1)[:, None].astype(np.float32)], axis=1)
+    got = run_onnx(result.path, np.random.default_rng(1).random((2, 3, 64, 64), dtype=np.float32))
+    np.testing.assert_allclose(got, np.broadcast_to(expected, got.shape), atol=1e-4)
+
+
+def test_rtdetr_scores_layout_counts_its_classes(tmp_path):
+    """[B,N,4+nc] says how many classes there are: 3, not the 80 assumed for a [B,N,6] graph."""
+    path, _ = rtdetr_scores_graph(tmp_path / "rtdetr_scores.onnx", classes=3)
+    assert abe.YOLOExporter(make_options(tmp_path, onnx=path, imgsz=64)).resolve().num_classes == 3
