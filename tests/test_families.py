@@ -123,11 +123,15 @@ def matched(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 BOX_SCALE = 3e-4  # of the input size (0.1 px at 320): float32 drift of a deep net's box regression (v9t 0.031, RT-DETR 0.085 px)
+MIN_COMPARED_BOX_PX = 8.0  # as tests/test_exporter.py: the parser drops sub-pixel boxes, so tiny ones would prove nothing
 
 
 def assert_parity(ours: np.ndarray, ref: np.ndarray, class_scores: np.ndarray | None, box_px: float = 0.01,
                   scale: float = BOX_SCALE) -> int:
     """Boxes within box_px (0.01 px) plus BOX_SCALE of the input size, scores within 1e-3, classes equal bar near-ties, same boxes after NMS.
+
+    The boxes NMS keeps must be at least MIN_COMPARED_BOX_PX wide and high, so the box tolerance is
+    small against what it measures.
 
     A top-k set of rows (RT-DETR, end-to-end heads) is compared as a set, above the NMS threshold:
     which near-equal pairs fill its last places is float noise and is cut by any threshold.
@@ -154,6 +158,8 @@ def assert_parity(ours: np.ndarray, ref: np.ndarray, class_scores: np.ndarray | 
     for image, (a, b) in enumerate(zip(nms_boxes(ours, threshold), nms_boxes(ref, threshold))):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(ours[image, a, :4], ref[image, b, :4], atol=box_px + scale * SIZE)
+        sizes = ref[image, b, 2:4] - ref[image, b, 0:2]
+        assert sizes.size == 0 or sizes.min() >= MIN_COMPARED_BOX_PX, f"a compared box is {sizes.min():.2f} px"
         kept += len(a)
     assert kept > 0, "no boxes above the threshold: the comparison would be empty"
     return kept
@@ -172,6 +178,21 @@ def detr_heads(model) -> None:
             module.bias.data = torch.randn(module.bias.shape, generator=generator) * 0.1
 
 
+def positive_box_sides(model) -> None:
+    """A head without DFL (reg_max 1: YOLO26) regresses its box sides directly, so enliven's output-conv
+    bias (about -2, meant for class logits) turns every box inside out (x2 < x1). Give its box convs,
+    one-to-many and one-to-one, ultralytics' own bias of 2 (sides of 2 strides) plus a little noise."""
+    import torch
+
+    head = model.model[-1]
+    if getattr(head, "reg_max", 16) != 1:
+        return
+    generator = torch.Generator().manual_seed(2)
+    for branch in (head.cv2, getattr(head, "one2one_cv2", [])):
+        for layers in branch:
+            layers[-1].bias.data = 2.0 + torch.randn(layers[-1].bias.shape, generator=generator) * 0.25
+
+
 class Family:
     """One family's random model, its .pt, our export and ultralytics' ONNX (built once per module)."""
 
@@ -184,6 +205,7 @@ class Family:
         model = enliven(self.yaml_model, seed=0, calibration=images)
         if self.head == "RTDETRDecoder":
             detr_heads(model)
+        positive_box_sides(model)
         self.pt = save_checkpoint(model, self.folder / "weights" / f"{name}.pt")
         self._ultralytics: Path | None = None
 
