@@ -519,3 +519,18 @@ def test_rtdetr_scores_layout_counts_its_classes(tmp_path):
     """[B,N,4+nc] says how many classes there are: 3, not the 80 assumed for a [B,N,6] graph."""
     path, _ = rtdetr_scores_graph(tmp_path / "rtdetr_scores.onnx", classes=3)
     assert abe.YOLOExporter(make_options(tmp_path, onnx=path, imgsz=64)).resolve().num_classes == 3
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_non_yolo11_yaml_is_exported_by_resolve_in_the_deepstream_layout(tmp_path):
+    """The matrix checks what a yaml builds; here --pt yolov8n-p2.yaml goes the whole way through
+    resolve() (export, validate) at 64 px, and the file is one the layout detection serves as is."""
+    import onnx
+
+    result = abe.YOLOExporter(make_options(tmp_path, pt=Path("yolov8n-p2.yaml"), imgsz=64)).resolve()
+    assert result.origin == "exported" and result.num_classes == 80
+    proto = onnx.load(str(result.path))
+    assert abe._graph_layout(proto, result.path) == "deepstream"
+    anchors = abe.expected_anchor_count(64, (4, 8, 16, 32))  # P2: a stride-4 level on top of 8..32
+    assert abe._dims(proto.graph.output[0])[1:] == [anchors, 6] and anchors == 340
+    assert abe.YOLOExporter(make_options(tmp_path, onnx=result.path, imgsz=64)).resolve().origin == "given"
