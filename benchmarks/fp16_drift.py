@@ -5,7 +5,9 @@ yolo11x (or --cfg) from its ultralytics yaml, weights re-drawn as tests/export_h
 (batch-norm statistics from real images, so boxes and scores depend on the image) with the DFL kept
 its arange(16) projection; letterboxed bus.jpg at --imgsz; one forward in FP32 (TF32 off) and one in
 FP16 (cuDNN kernels on CUDA, torch's own on --device cpu: not TensorRT, but the same number format). Both outputs are put in
-the engine's [N,6] layout and compared exactly as the engine check does (compare_detections).
+the engine's [N,6] layout and compared exactly as the engine check does (compare_detections). --slots also runs
+FP16 at those batches with the image in every slot: how far each slot is from slot 0 (the check's slot rule), and
+slot 0 from the batch-1 FP16 output (kernels may be chosen per batch size).
 
     python3 benchmarks/fp16_drift.py                 # on CUDA
     python3 benchmarks/fp16_drift.py --cfg yolo11n.yaml --imgsz 640 --device cpu   # torch's CPU FP16 kernels
@@ -42,6 +44,7 @@ def main() -> int:
     parser.add_argument("--cfg", default="yolo11x.yaml")
     parser.add_argument("--imgsz", type=int, default=1280)
     parser.add_argument("--device", default="cuda:0")
+    parser.add_argument("--slots", default="4,16", help="FP16 batches with the image in every slot (the slot rule)")
     args = parser.parse_args()
     from export_helpers import enliven
     from ultralytics.nn.modules.block import DFL
@@ -58,10 +61,24 @@ def main() -> int:
     model = model.eval().fuse(verbose=False).to(args.device)
     image, name = abe.letterbox_image(abe.reference_image_path(), args.imgsz)
     x = torch.from_numpy(image)[None].to(args.device)
+    half_model = copy.deepcopy(model).half()
+    settings = abe.DecodeSettings(args.imgsz, int(model.model[-1].nc))
     with torch.no_grad():
         full = rows_of(model(x)[0])
-        half = rows_of(copy.deepcopy(model).half()(x.half())[0].float())
-    settings = abe.DecodeSettings(args.imgsz, int(model.model[-1].nc))
+        half = rows_of(half_model(x.half())[0].float())
+        slots = {}  # the engine check's slot rule: one image in every slot must give slot 0's boxes
+        for batch in [int(b) for b in args.slots.split(",") if b]:
+            raw = half_model(x.half().repeat(batch, 1, 1, 1))[0].float()
+            rows = [rows_of(raw[k:k + 1]) for k in range(batch)]
+            between = [abe.compare_detections(rows[0], rows[k], settings, abe.SLOT_MIN_IOU, abe.SLOT_SCORE_TOLERANCE)
+                       for k in range(1, batch)]
+            slots[batch] = {
+                "slot_vs_slot0_raw_score_abs_diff_max": float(max(np.abs(r[:, 4] - rows[0][:, 4]).max() for r in rows)),
+                "slot_vs_slot0_raw_box_abs_diff_px_max": float(max(np.abs(r[:, :4] - rows[0][:, :4]).max() for r in rows)),
+                "slots_pass_slot_check": all(b.ok for b in between),
+                "slot0_vs_batch1_raw_score_abs_diff_max": float(np.abs(rows[0][:, 4] - half[:, 4]).max()),
+                "slot0_vs_batch1_raw_box_abs_diff_px_max": float(np.abs(rows[0][:, :4] - half[:, :4]).max()),
+            }
     result = abe.compare_detections(full, half, settings)
     score_diff = np.abs(full[:, 4] - half[:, 4])
     report = {
@@ -70,7 +87,9 @@ def main() -> int:
         "comparison": result.figures(), "passes_engine_check": result.ok,
         "raw_score_abs_diff": {"max": float(score_diff.max()), "p99": float(np.percentile(score_diff, 99)), "median": float(np.median(score_diff))},
         "raw_box_abs_diff_px_max": float(np.abs(full[:, :4] - half[:, :4]).max()),
-        "tolerances": {"iou_min": abe.COMPARE_MIN_IOU, "score": abe.COMPARE_SCORE_TOLERANCE},
+        "tolerances": {"iou_min": abe.COMPARE_MIN_IOU, "score": abe.COMPARE_SCORE_TOLERANCE,
+                       "slot_iou_min": abe.SLOT_MIN_IOU, "slot_score": abe.SLOT_SCORE_TOLERANCE},
+        "fp16_batch_slots": slots,
         "torch": torch.__version__,
     }
     print(json.dumps(report, indent=2))

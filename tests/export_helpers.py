@@ -191,3 +191,49 @@ def tiny_onnx(path: Path, input_shape: list[Any], output_rank: int = 3, output_l
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(path))
     return path
+
+
+def layout_onnx(path: Path, input_shape: list[Any], outputs: dict[str, list[Any]], metadata: dict[str, str] | None = None,
+                extra_input: bool = False, grid_sample: bool = False, rows: dict[str, np.ndarray] | None = None) -> Path:
+    """A small valid ONNX with declared output shapes of our choosing, for the layout detection.
+
+    Each output [B,a,b] is a constant [1,a,b] (`rows`, zeros unless given) + 0 x the image's mean, so
+    it runs at any batch and every slot gives those rows. `grid_sample` routes the image through a
+    GridSample first (ultralytics' RT-DETR has one: its deformable attention). `extra_input` adds a
+    second, unused graph input.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], [numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero"),
+                        numpy_helper.from_array(np.array([-1, 1, 1], dtype=np.int64), "b11")]
+    source = "images"
+    if grid_sample:
+        inits += [numpy_helper.from_array(np.array([0], dtype=np.int64), "c0"),
+                  numpy_helper.from_array(np.array([2], dtype=np.int64), "c2"),
+                  numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")]
+        nodes += [helper.make_node("Slice", ["images", "c0", "c2", "axis1"], ["xy"]),
+                  helper.make_node("Transpose", ["xy"], ["grid"], perm=[0, 2, 3, 1]),
+                  helper.make_node("GridSample", ["images", "grid"], ["sampled"])]
+        source = "sampled"
+    nodes += [helper.make_node("ReduceMean", [source], ["mean"], axes=[1, 2, 3], keepdims=1),
+              helper.make_node("Reshape", ["mean", "b11"], ["mean_b11"]),
+              helper.make_node("Mul", ["mean_b11", "zero"], ["nothing"])]
+    declared = []
+    for name, shape in outputs.items():
+        values = (rows or {}).get(name)
+        constant = np.zeros([1, *shape[1:]], dtype=np.float32) if values is None else values.astype(np.float32)[None]
+        inits.append(numpy_helper.from_array(constant, f"{name}_rows"))
+        nodes.append(helper.make_node("Add", ["nothing", f"{name}_rows"], [name]))
+        declared.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, input_shape)]
+    if extra_input:
+        inputs.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, input_shape))
+    model = helper.make_model(helper.make_graph(nodes, "layout", inputs, declared, inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in (metadata or {}).items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

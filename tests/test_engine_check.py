@@ -162,6 +162,29 @@ def test_slots_that_differ_fail_and_name_the_slot(exported):
     assert not check.ok and "batch 4 slot 2" in check.line, check.line
 
 
+def test_slots_that_each_pass_against_the_onnx_but_differ_from_each_other_fail(exported):
+    """Scores +0.02 in slot 0 and -0.02 in slot 1: each within the FP16 budget of the ONNX (0.05), but
+    the same image in one batch must give the same boxes, and these differ by 0.04."""
+    rows = exported.reference.rows
+    up, down = rows.copy(), rows.copy()
+    up[:, 4] += 0.02
+    down[:, 4] -= 0.02
+    check = abe.check_engine_outputs(exported.reference, {2: np.stack([up, down])})
+    assert not check.ok and "batch 2 slot 1 vs slot 0 (same image)" in check.line, check.line
+    assert "max score diff 0.0400 > 0.001" in check.line, check.line
+
+
+def test_float_noise_between_slots_passes(exported):
+    """Slots that differ by float noise (scores 2e-4, boxes 0.02 px) are identical for the check."""
+    rng = np.random.default_rng(1)
+    rows = exported.reference.rows
+    noisy = rows.copy()
+    noisy[:, 4] += rng.uniform(-2e-4, 2e-4, len(rows)).astype(np.float32)
+    noisy[:, :4] += rng.uniform(-0.02, 0.02, (len(rows), 4)).astype(np.float32)
+    check = abe.check_engine_outputs(exported.reference, {2: np.stack([rows, noisy])})
+    assert check.ok and "slots identical" in check.line, check.line
+
+
 def test_decode_matches_the_parser_rules():
     settings = abe.DecodeSettings(imgsz=100, num_classes=2, threshold=0.25, nms_iou=0.45)
     rows = np.array([
@@ -203,6 +226,7 @@ def test_engine_equal_to_the_onnx_passes_with_one_line_of_figures_and_a_timeline
     ("drop", "missing"),
     ("shift:5", "min IoU"),
     ("drop@1", "batch 2 slot 1"),
+    ("score:0.03@1", "batch 2 slot 1 vs slot 0"),  # within 0.05 of the ONNX, yet not the same as slot 0
 ])
 def test_engine_that_differs_fails_with_the_figures(box, perturb, figure):
     done = box.run("--precision", "fp32", FAKE_TRT_PERTURB=perturb)
@@ -244,6 +268,22 @@ def test_without_pycuda_the_sidecar_says_the_comparison_did_not_run(tmp_path, ex
     assert done.returncode == 0, done.stderr
     sidecar = machine.sidecar_of(machine.only_engine())
     assert sidecar["engine_check"] == {"ok": None, "line": "not run: pycuda is not installed"}
+
+
+def test_first_start_from_a_yaml_has_an_export_phase_and_the_phases_add_up_to_the_total(tmp_path):
+    """The other tests start from --onnx: here the model is exported (yolo11n.yaml at 64 px, cheap)."""
+    machine = EngineMachine(tmp_path)
+    argv = [sys.executable, str(SCRIPT), "--pt", "yolo11n.yaml", "--imgsz", "64", "--engine-dir", str(machine.engine_dir),
+            "--config-dir", str(machine.config_dir), "--models-dir", str(machine.models_dir)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=machine.env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    timeline = machine.sidecar_of(machine.only_engine())["timeline"]
+    phases = [entry["phase"] for entry in timeline]
+    assert phases[:3] == ["find/download", "export", "validate"] and phases[-1] == "total", phases
+    seconds = {entry["phase"]: entry["seconds"] for entry in timeline}
+    assert seconds["export"] > 0
+    # a phase excludes the phases inside it (the export runs inside find/download): no time counted twice
+    assert sum(seconds[name] for name in phases[:-1]) <= seconds["total"] + 0.005 * len(phases), timeline
 
 
 def test_dry_run_prints_the_timeline(tmp_path, exported):

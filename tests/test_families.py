@@ -123,11 +123,15 @@ def matched(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 BOX_SCALE = 3e-4  # of the input size (0.1 px at 320): float32 drift of a deep net's box regression (v9t 0.031, RT-DETR 0.085 px)
+MIN_COMPARED_BOX_PX = 8.0  # as tests/test_exporter.py: the parser drops sub-pixel boxes, so tiny ones would prove nothing
 
 
 def assert_parity(ours: np.ndarray, ref: np.ndarray, class_scores: np.ndarray | None, box_px: float = 0.01,
                   scale: float = BOX_SCALE) -> int:
     """Boxes within box_px (0.01 px) plus BOX_SCALE of the input size, scores within 1e-3, classes equal bar near-ties, same boxes after NMS.
+
+    The boxes NMS keeps must be at least MIN_COMPARED_BOX_PX wide and high, so the box tolerance is
+    small against what it measures.
 
     A top-k set of rows (RT-DETR, end-to-end heads) is compared as a set, above the NMS threshold:
     which near-equal pairs fill its last places is float noise and is cut by any threshold.
@@ -154,6 +158,8 @@ def assert_parity(ours: np.ndarray, ref: np.ndarray, class_scores: np.ndarray | 
     for image, (a, b) in enumerate(zip(nms_boxes(ours, threshold), nms_boxes(ref, threshold))):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(ours[image, a, :4], ref[image, b, :4], atol=box_px + scale * SIZE)
+        sizes = ref[image, b, 2:4] - ref[image, b, 0:2]
+        assert sizes.size == 0 or sizes.min() >= MIN_COMPARED_BOX_PX, f"a compared box is {sizes.min():.2f} px"
         kept += len(a)
     assert kept > 0, "no boxes above the threshold: the comparison would be empty"
     return kept
@@ -172,6 +178,21 @@ def detr_heads(model) -> None:
             module.bias.data = torch.randn(module.bias.shape, generator=generator) * 0.1
 
 
+def positive_box_sides(model) -> None:
+    """A head without DFL (reg_max 1: YOLO26) regresses its box sides directly, so enliven's output-conv
+    bias (about -2, meant for class logits) turns every box inside out (x2 < x1). Give its box convs,
+    one-to-many and one-to-one, ultralytics' own bias of 2 (sides of 2 strides) plus a little noise."""
+    import torch
+
+    head = model.model[-1]
+    if getattr(head, "reg_max", 16) != 1:
+        return
+    generator = torch.Generator().manual_seed(2)
+    for branch in (head.cv2, getattr(head, "one2one_cv2", [])):
+        for layers in branch:
+            layers[-1].bias.data = 2.0 + torch.randn(layers[-1].bias.shape, generator=generator) * 0.25
+
+
 class Family:
     """One family's random model, its .pt, our export and ultralytics' ONNX (built once per module)."""
 
@@ -184,6 +205,7 @@ class Family:
         model = enliven(self.yaml_model, seed=0, calibration=images)
         if self.head == "RTDETRDecoder":
             detr_heads(model)
+        positive_box_sides(model)
         self.pt = save_checkpoint(model, self.folder / "weights" / f"{name}.pt")
         self._ultralytics: Path | None = None
 
@@ -416,3 +438,99 @@ def test_layout_refusals_say_what_they_saw(tmp_path):
     path = tiny_onnx(tmp_path / "rank2.onnx", ["batch", 3, 64, 64], output_rank=2)
     message = refused(make_options(tmp_path, onnx=path, imgsz=64), "rank 2")
     assert "saw outputs out ['batch', " in message and "no ultralytics task/head metadata" in message
+
+
+B = "batch"
+REFUSALS = {  # case -> (input shape, outputs, metadata, extra input, what the line says, what it saw)
+    "two inputs": ([B, 3, 64, 64], {"out0": [B, 84, 84]}, {}, True, "expected one image input, found 2",
+                   "saw outputs out0 ['batch', 84, 84]; no ultralytics task/head metadata"),
+    "task": ([B, 3, 64, 64], {"out0": [B, 116, 84]}, {"task": "segment"}, False, "ultralytics task is 'segment'",
+             "saw outputs out0 ['batch', 116, 84]; metadata task 'segment'"),
+    "two outputs": ([B, 3, 64, 64], {"out0": [B, 116, 84], "out1": [B, 32, 256]}, {}, False, "expected one output, found 2",
+                    "saw outputs out0 ['batch', 116, 84], out1 ['batch', 32, 256]; no ultralytics task/head metadata"),
+    "input shape": ([B, 1, 64, 64], {"out0": [B, 84, 84]}, {}, False, "expected [B,3,H,W]",
+                    "saw outputs out0 ['batch', 84, 84]; no ultralytics task/head metadata"),
+    "static batch": ([1, 3, 64, 64], {"out0": [1, 84, 84]}, {"task": "detect"}, False, "the batch axis is static",
+                     "saw outputs out0 [1, 84, 84]; metadata task 'detect'"),
+    "last dim": ([B, 3, 64, 64], {"out0": [B, 84, 7]}, {"autobuild.layout": "deepstream-yolo-v1"}, False,
+                 "output last dim is 7", "saw outputs out0 ['batch', 84, 7]; no ultralytics task/head metadata"),
+    "rtdetr shape": ([B, 3, 64, 64], {"out0": [B, 300, 4]}, {"task": "detect", "head": "RTDETRDecoder"}, False,
+                     "an RT-DETR output must be [B,N,6] or [B,N,4+nc]",
+                     "saw outputs out0 ['batch', 300, 4]; metadata task 'detect', head 'RTDETRDecoder'"),
+    "neither": ([B, 3, 64, 64], {"out0": [B, 3, 100]}, {}, False, "neither [B,N,6] nor [B,4+nc,N]",
+                "saw outputs out0 ['batch', 3, 100]; no ultralytics task/head metadata"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_every_layout_refusal_says_what_it_saw(case, tmp_path):
+    from export_helpers import layout_onnx
+
+    input_shape, outputs, metadata, extra_input, says, saw = REFUSALS[case]
+    path = layout_onnx(tmp_path / "given.onnx", input_shape, outputs, metadata, extra_input=extra_input)
+    message = refused(make_options(tmp_path, onnx=path, imgsz=64), says)  # one line, exit 2
+    assert f"({saw})" in message or f"; {saw})" in message, message
+    assert not list(tmp_path.rglob("*_ds.onnx"))
+
+
+# -- RT-DETR: detected without metadata; the [B,N,4+nc] layout of older ultralytics -------------------
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_rtdetr_onnx_without_metadata_is_still_adapted_as_rtdetr(families, images, tmp_path):
+    """Metadata stripped on the way (by a converter, say): its GridSample (deformable attention) still
+    says RT-DETR, so its normalised centre boxes are not taken for pixel corners."""
+    import onnx
+
+    given = families("rtdetr").ultralytics_onnx()
+    bare = onnx.load(str(given))
+    del bare.metadata_props[:]
+    assert any(node.op_type == "GridSample" for node in bare.graph.node)
+    stripped = tmp_path / "rtdetr_no_metadata.onnx"
+    onnx.save(bare, str(stripped))
+    result = abe.YOLOExporter(make_options(tmp_path, onnx=stripped)).resolve()
+    with_metadata = abe.YOLOExporter(make_options(tmp_path, onnx=given)).resolve()
+    assert result.origin == "adapted"
+    np.testing.assert_array_equal(run_onnx(result.path, images), run_onnx(with_metadata.path, images))
+
+
+def rtdetr_scores_graph(path: Path, count: int = 50, classes: int = 3) -> tuple[Path, np.ndarray]:
+    """A synthetic RT-DETR of an older ultralytics: [B,N,4+nc] normalised cx,cy,w,h + class scores."""
+    from export_helpers import layout_onnx
+
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.uniform(0.2, 0.8, (count, 2)), rng.uniform(0.1, 0.3, (count, 2)),
+                           rng.uniform(0.0, 1.0, (count, classes))], axis=1).astype(np.float32)
+    metadata = {"task": "detect", "head": "RTDETRDecoder"}
+    return layout_onnx(path, ["batch", 3, 64, 64], {"output0": ["batch", count, 4 + classes]}, metadata, rows={"output0": rows}), rows
+
+
+def test_rtdetr_scores_layout_is_adapted_to_pixel_corners(tmp_path):
+    path, rows = rtdetr_scores_graph(tmp_path / "rtdetr_scores.onnx")
+    result = abe.YOLOExporter(make_options(tmp_path, onnx=path, imgsz=64)).resolve()
+    assert result.origin == "adapted"
+    centre, half = rows[:, :2] * 64, rows[:, 2:4] * 64 / 2
+    expected = np.concatenate([centre - half, centre + half, rows[:, 4:].max(axis=1, keepdims=True),
+                               rows[:, 4:].argmax(axis=1)[:, None].astype(np.float32)], axis=1)
+    got = run_onnx(result.path, np.random.default_rng(1).random((2, 3, 64, 64), dtype=np.float32))
+    np.testing.assert_allclose(got, np.broadcast_to(expected, got.shape), atol=1e-4)
+
+
+def test_rtdetr_scores_layout_counts_its_classes(tmp_path):
+    """[B,N,4+nc] says how many classes there are: 3, not the 80 assumed for a [B,N,6] graph."""
+    path, _ = rtdetr_scores_graph(tmp_path / "rtdetr_scores.onnx", classes=3)
+    assert abe.YOLOExporter(make_options(tmp_path, onnx=path, imgsz=64)).resolve().num_classes == 3
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_non_yolo11_yaml_is_exported_by_resolve_in_the_deepstream_layout(tmp_path):
+    """The matrix checks what a yaml builds; here --pt yolov8n-p2.yaml goes the whole way through
+    resolve() (export, validate) at 64 px, and the file is one the layout detection serves as is."""
+    import onnx
+
+    result = abe.YOLOExporter(make_options(tmp_path, pt=Path("yolov8n-p2.yaml"), imgsz=64)).resolve()
+    assert result.origin == "exported" and result.num_classes == 80
+    proto = onnx.load(str(result.path))
+    assert abe._graph_layout(proto, result.path) == "deepstream"
+    anchors = abe.expected_anchor_count(64, (4, 8, 16, 32))  # P2: a stride-4 level on top of 8..32
+    assert abe._dims(proto.graph.output[0])[1:] == [anchors, 6] and anchors == 340
+    assert abe.YOLOExporter(make_options(tmp_path, onnx=result.path, imgsz=64)).resolve().origin == "given"
