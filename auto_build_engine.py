@@ -2928,12 +2928,13 @@ class YOLOExporter:
                 raise ToolError(f"{path}: onnxruntime output at batch {batch} has NaN/Inf; export it again", EXIT_USAGE)
             if reference is None:
                 reference = Reference(image, image_name, output[0].copy(), settings)
-            for slot in range(batch):  # the same image in every slot: the same boxes, or the graph mixes the batch
-                result = compare_detections(reference.rows, output[slot], settings)
+            for slot in range(batch):  # the same image in every slot: the same boxes up to float noise
+                result = compare_detections(reference.rows, output[slot], settings, SLOT_MIN_IOU, SLOT_SCORE_TOLERANCE)
                 if not result.ok:
                     raise ToolError(
                         f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image "
-                        f"({result.figures()}); the graph mixes batch slots, export it again",
+                        f"({result.figures()}; slots need IoU >= {SLOT_MIN_IOU} and score within "
+                        f"{SLOT_SCORE_TOLERANCE}); the graph mixes batch slots, export it again",
                         EXIT_USAGE,
                     )
             checked.append(batch)

@@ -185,6 +185,55 @@ def test_validation_skips_batches_that_do_not_fit_in_memory(export_320, work, mo
     assert "onnxruntime batch 1 on bus.jpg" in err
 
 
+def slot_drifting_onnx(path: Path, imgsz: int, drift: float) -> Path:
+    """A DeepStream-layout ONNX whose rows are fixed boxes, with `drift` x (slot index) added to the
+    score: every slot holds the same image, so any drift is a graph that mixes the batch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rows = np.array([[10, 12, 50, 58, 0.80, 0], [20, 8, 60, 40, 0.60, 1], [5, 30, 30, 62, 0.50, 2]], np.float32)
+    inits = [numpy_helper.from_array(rows[None], "rows"),
+             numpy_helper.from_array(np.array([0, 0, 0, 0, drift, 0], np.float32).reshape(1, 1, 6), "per_slot"),
+             numpy_helper.from_array(np.array([0], np.int64), "i0"), numpy_helper.from_array(np.array([1], np.int64), "i1"),
+             numpy_helper.from_array(np.array(0, np.int64), "s0"), numpy_helper.from_array(np.array(1, np.int64), "s1"),
+             numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "b11"),
+             numpy_helper.from_array(np.zeros(1, np.float32), "zero")]
+    nodes = [helper.make_node("Shape", ["input"], ["shape"]),
+             helper.make_node("Slice", ["shape", "i0", "i1"], ["batch1"]),
+             helper.make_node("Squeeze", ["batch1", "i0"], ["batch"]),
+             helper.make_node("Range", ["s0", "batch", "s1"], ["slots"]),
+             helper.make_node("Cast", ["slots"], ["slots_f"], to=TensorProto.FLOAT),
+             helper.make_node("Reshape", ["slots_f", "b11"], ["slot_b11"]),
+             helper.make_node("Mul", ["slot_b11", "per_slot"], ["drift"]),
+             helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2, 3], keepdims=1),
+             helper.make_node("Reshape", ["mean", "b11"], ["mean_b11"]),
+             helper.make_node("Mul", ["mean_b11", "zero"], ["nothing"]),
+             helper.make_node("Add", ["rows", "drift"], ["drifted"]),
+             helper.make_node("Add", ["drifted", "nothing"], ["output"])]
+    graph = helper.make_graph(nodes, "slot_drift", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, imgsz, imgsz])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("drift,ok", [(0.0, True), (2e-4, True), (0.02, False)])
+def test_full_validation_holds_every_slot_to_batch_1_within_float_noise(tmp_path, drift, ok):
+    """--validate full runs min/opt/max with the same image in every slot: slot k may differ from
+    batch 1 by float noise only (0.02 is inside the engine-vs-ONNX budget, and still a mixed batch)."""
+    options = make_options(tmp_path, imgsz=64, min_batch=1, opt_batch=2, max_batch=2)
+    path = slot_drifting_onnx(tmp_path / "drift_64_ds.onnx", 64, drift)
+    if ok:
+        assert len(abe.YOLOExporter(options).validate(path, full=True).detections) == 3
+    else:
+        with pytest.raises(abe.ToolError) as caught:
+            abe.YOLOExporter(options).validate(path, full=True)
+        assert caught.value.exit_code == abe.EXIT_USAGE and "\n" not in str(caught.value)
+        assert "slot 1 differs from batch 1" in str(caught.value) and "score within 0.001" in str(caught.value)
+
+
 # -- reuse --------------------------------------------------------------------------------------
 
 @pytest.mark.slow
