@@ -81,3 +81,12 @@ def test_daemonset_requests_a_gpu_reads_the_secret_and_keeps_engines_on_an_empty
     assert config["data"]["ENGINE_STORE"].startswith("s3://")
     (volume,) = pod["volumes"]
     assert "emptyDir" in volume and container["volumeMounts"][0]["mountPath"] == "/app/engines"
+
+
+def test_kubectl_apply_of_the_folder_creates_the_namespace_first():
+    """`kubectl apply -f deploy/kubernetes/` takes the files in name order: the Namespace must come
+    before every object that lives in it, or the first apply fails with 'namespaces "yolo" not found'."""
+    order = [(doc["kind"], doc["metadata"].get("namespace")) for path in MANIFESTS for doc in documents(path)]
+    assert order[0][0] == "Namespace"
+    namespaced = {ns for _kind, ns in order[1:] if ns}
+    assert namespaced == {documents(MANIFESTS[0])[0]["metadata"]["name"]}
