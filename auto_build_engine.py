@@ -247,11 +247,60 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
+class NotRegularFileError(OSError):
+    """A FIFO, socket or device stands where the tool reads a file; `strerror` says which ("a FIFO")."""
+
+
+def _file_kind(mode: int) -> str:
+    import stat
+
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def open_regular_file(path: Path) -> int:
+    """A read-only descriptor of `path` (symlinks followed), which must be a regular file: anything else
+    is never opened, because reading a FIFO waits for a writer forever (a hung start and healthcheck)
+    and opening a device can act on it. The type is checked before the open and again on the open
+    descriptor (O_NONBLOCK: a FIFO swapped in between does not block). Raises FileNotFoundError,
+    PermissionError, IsADirectoryError or NotRegularFileError."""
+    import errno
+    import stat
+
+    def refuse(mode: int) -> OSError:
+        if stat.S_ISDIR(mode):
+            return IsADirectoryError(errno.EISDIR, _file_kind(mode), str(path))
+        return NotRegularFileError(errno.EINVAL, _file_kind(mode), str(path))
+
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise refuse(mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise refuse(mode)
+    return fd
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file (see open_regular_file: a FIFO or device there raises, never blocks)."""
+    with os.fdopen(open_regular_file(path), "rb") as handle:
+        return handle.read()
+
+
 def sha256_of_file(path: Path, chunk: int = 1 << 20) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with os.fdopen(open_regular_file(path), "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
@@ -1473,7 +1522,7 @@ def record_download(weights: Path, sha256: str) -> None:
 
 def is_recorded_download(weights: Path, sha256: str) -> bool:
     try:
-        record = json.loads(download_record_path(weights).read_text())
+        record = json.loads(read_regular_file(download_record_path(weights)))
         return bool(
             record["file"] == weights.name and record["sha256"] == sha256 and record["size"] == weights.stat().st_size
         )
@@ -3015,7 +3064,7 @@ class FileStamp:
     def from_json(cls, data: Any) -> FileStamp | None:
         try:
             return cls(str(data["path"]), int(data["size"]), int(data["mtime_ns"]), str(data["sha256"]))
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, OverflowError):  # OverflowError: a size of 1e999 (inf)
             return None
 
 
@@ -3116,9 +3165,11 @@ class Sidecar:
     def read(cls, path: Path) -> Sidecar:
         """Raises ValueError with the reason when the file is missing or not ours."""
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(read_regular_file(Path(path)).decode("utf-8"))
         except IsADirectoryError:
             raise ValueError(f"sidecar {Path(path).name} is a directory") from None
+        except NotRegularFileError as error:  # a FIFO: reading it would hang the start and the healthcheck
+            raise ValueError(f"sidecar {Path(path).name} is {error.strerror}, not a regular file") from None
         except PermissionError:  # not "no sidecar": another uid built it with a mode this uid cannot read
             raise ToolError(
                 f"uid {os.getuid()} cannot read the sidecar {path} (permission denied): the engine there was built "
@@ -3148,8 +3199,9 @@ class Sidecar:
 
 
 def _sidecar_shape_problem(data: Any) -> str | None:
-    """What is wrong with the types of a parsed sidecar, or None: a damaged one must read as stale,
-    never crash the start or the healthcheck."""
+    """What is wrong with the types of a parsed sidecar (or with the ONNX path it hands the nvinfer
+    config), or None: a damaged one must read as stale and be rebuilt, never crash or stop the start
+    or the healthcheck."""
 
     def is_int(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
@@ -3193,6 +3245,21 @@ def _sidecar_shape_problem(data: Any) -> str | None:
             return f"{name} is not a string"
     if not isinstance(data.get("gpu", {}), dict):
         return "gpu is not an object"
+    for name in ("onnx", "source"):
+        stamp = data.get(name)
+        if name == "source" and stamp is None:  # no weights file (an earlier export was reused)
+            continue
+        if not isinstance(stamp, dict):
+            return f"{name} is not an object"
+        if not isinstance(stamp.get("path"), str) or not isinstance(stamp.get("sha256"), str):
+            return f"{name}.path or {name}.sha256 is not a string"
+        if not is_int(stamp.get("size")) or stamp["size"] < 0:  # 1e999 / Infinity read as a float
+            return f"{name}.size is not a non-negative integer"
+        if not is_int(stamp.get("mtime_ns")):
+            return f"{name}.mtime_ns is not an integer"
+    problem = config_value_problem(data["onnx"]["path"])  # it goes into the nvinfer config (onnx-file=)
+    if problem is not None:
+        return f"onnx.path contains {problem}"
     return None
 
 
@@ -3205,6 +3272,8 @@ class CacheState:
 
 def check_engine(plan: EnginePlan, options: Options) -> CacheState:
     """The warm-path check: read the sidecar, stat the engine; hash only a source whose stat changed."""
+    import stat
+
     try:
         sidecar = Sidecar.read(plan.sidecar_path)
     except ValueError as error:
@@ -3217,12 +3286,13 @@ def check_engine(plan: EnginePlan, options: Options) -> CacheState:
         ]
         return CacheState(False, "engine key changed: " + ", ".join(diffs), sidecar)
     try:
-        size = plan.engine_path.stat().st_size
+        engine_stat = plan.engine_path.stat()
     except OSError:
         return CacheState(False, f"engine file {plan.engine_path.name} is missing", sidecar)
+    if not stat.S_ISREG(engine_stat.st_mode):  # a directory, or a FIFO that hashing would wait on forever
+        return CacheState(False, f"engine path {plan.engine_path.name} is {_file_kind(engine_stat.st_mode)}", sidecar)
+    size = engine_stat.st_size
     if size != sidecar.engine_size:
-        if plan.engine_path.is_dir():
-            return CacheState(False, f"engine path {plan.engine_path.name} is a directory", sidecar)
         return CacheState(
             False,
             f"engine size {size} differs from the sidecar's {sidecar.engine_size} (truncated or replaced)",
@@ -3414,7 +3484,7 @@ class BuildLock:
 
     def _owner(self) -> str:
         try:
-            owner = json.loads(self.owner_path.read_text())
+            owner = json.loads(read_regular_file(self.owner_path))
             return f"pid {owner['pid']} on {owner['host']} since {owner['since']}"
         except (OSError, ValueError, KeyError, TypeError):
             return "holder unknown"
@@ -3579,6 +3649,18 @@ def make_progress_monitor(trt: Any, bar: ProgressBar, token: CancelToken) -> Any
             self.totals.pop(phase_name, None)
 
     return BuildMonitor()
+
+
+def read_timing_cache(path: Path) -> bytes | None:
+    """The saved timing cache of ENGINE_DIR, or None: missing, or not a readable regular file (a FIFO
+    there is never opened; the cache this build saves replaces it)."""
+    try:
+        return read_regular_file(path)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        notice(f"the timing cache {path} cannot be read ({error.strerror}); building without it")
+        return None
 
 
 @dataclass
@@ -4514,7 +4596,8 @@ class FleetEnsure:
             return
         self._timing_etag = found[1]
         local = self.plan.timing_cache_path
-        merged = merge_timing_caches(local.read_bytes(), found[0]) if local.exists() else found[0]
+        ours = read_timing_cache(local)
+        merged = merge_timing_caches(ours, found[0]) if ours is not None else found[0]
         if merged is not None:
             atomic_write_bytes(local, merged)
 
@@ -4549,9 +4632,10 @@ class FleetEnsure:
         TensorRT (ITimingCache.combine) and try again (If-Match on S3)."""
         assert self.store is not None
         cache = self.plan.timing_cache_path
-        if not cache.exists():
+        data = read_timing_cache(cache)
+        if data is None:
             return
-        key, data, etag = self._timing_key(), cache.read_bytes(), self._timing_etag
+        key, etag = self._timing_key(), self._timing_etag
         for _ in range(3):
             if not self.store.local and (
                 self.store.replace(key, data, etag=etag) if etag else self.store.create(key, data)
@@ -4752,17 +4836,11 @@ class DeepStreamConfig:
     def _read(self, path: Path) -> str | None:
         """The file's text; None when it is missing or damaged (then it is simply written again)."""
         try:
-            return path.read_text(encoding="utf-8")
+            return read_regular_file(path).decode("utf-8")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as error:  # a directory, unreadable, not UTF-8
-            reason = (
-                "a directory"
-                if path.is_dir()
-                else (error.strerror or str(error))
-                if isinstance(error, OSError)
-                else "not UTF-8"
-            )
+        except (OSError, ValueError) as error:  # a directory, a FIFO (never opened), unreadable, not UTF-8
+            reason = (error.strerror or str(error)) if isinstance(error, OSError) else "not UTF-8"
             self.unreadable[path] = reason
             return None
 
@@ -5061,7 +5139,7 @@ def _engine_was_verified(path: Path) -> bool:
     """True when this very file (inode, size, mtime) passed a deep check in this container already."""
     identity = _engine_identity(path)
     try:
-        return identity is not None and identity in json.loads(_verified_engines_path().read_text())
+        return identity is not None and identity in json.loads(read_regular_file(_verified_engines_path()))
     except (OSError, ValueError, TypeError):
         return False
 
@@ -5073,7 +5151,7 @@ def _remember_verified(path: Path) -> None:
         return
     stamp = _verified_engines_path()
     try:
-        known = json.loads(stamp.read_text())
+        known = json.loads(read_regular_file(stamp))
         known = known if isinstance(known, list) else []
     except (OSError, ValueError):
         known = []
@@ -5184,7 +5262,7 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
     try:
         builder = EngineBuilder(options, plan, token)
         cache_path = plan.timing_cache_path
-        timing_cache = cache_path.read_bytes() if cache_path.exists() else None
+        timing_cache = read_timing_cache(cache_path)
         began = time.monotonic()
         log(
             f"building {plan.engine_path.name} with TensorRT {plan.key.tensorrt_version} ({plan.key.precision}: "

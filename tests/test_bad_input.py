@@ -29,6 +29,7 @@ class Case:
     code: int = 2
     says: str = ""  # a piece of the one stderr line
     setup: Callable[[EngineMachine], None] | None = None
+    timeout: float = 180  # a FIFO case that regresses hangs: it must fail sooner
 
 
 def _sidecar(box: EngineMachine) -> Path:
@@ -51,13 +52,37 @@ def sidecar_field(name: str, value: object) -> Callable[[EngineMachine], None]:
     return setup
 
 
+def sidecar_stamp(stamp: str, name: str, raw_json: str) -> Callable[[EngineMachine], None]:
+    """Set `stamp.name` ("onnx"/"source") in the sidecar to a raw JSON token (1e999, Infinity, ...)."""
+    def setup(box: EngineMachine) -> None:
+        path = _sidecar(box)
+        data = json.loads(path.read_text())
+        assert isinstance(data[stamp], dict), data[stamp]
+        data[stamp][name] = "@RAW@"
+        path.write_text(json.dumps(data).replace('"@RAW@"', raw_json))
+    return setup
+
+
+def _installed(box: EngineMachine, which: str) -> Path:
+    engine = box.only_engine()
+    return {"engine": engine, "sidecar": engine.with_suffix(".json"),
+            "config": box.config_dir / "config_infer_auto_generated.txt", "labels": box.config_dir / "labels.txt"}[which]
+
+
 def replace_with_dir(which: str) -> Callable[[EngineMachine], None]:
     def setup(box: EngineMachine) -> None:
-        engine = box.only_engine()
-        path = {"engine": engine, "sidecar": engine.with_suffix(".json"),
-                "config": box.config_dir / "config_infer_auto_generated.txt", "labels": box.config_dir / "labels.txt"}[which]
+        path = _installed(box, which)
         path.unlink()
         path.mkdir()
+    return setup
+
+
+def replace_with_fifo(which: str) -> Callable[[EngineMachine], None]:
+    """A named pipe where a file belongs: reading it would wait for a writer forever."""
+    def setup(box: EngineMachine) -> None:
+        path = _installed(box, which)
+        path.unlink()
+        os.mkfifo(path)
     return setup
 
 
@@ -177,6 +202,18 @@ CASES: list[Case] = [
     Case("config-not-utf8", ("--check",), code=1, says="not UTF-8", setup=config_bytes("config_infer_auto_generated.txt", b"\xff\n")),
     Case("labels-not-utf8", ("--check",), code=1, says="not UTF-8", setup=config_bytes("labels.txt", b"\xfe\n")),
     Case("config-is-dir", ("--check",), code=1, says="a directory", setup=replace_with_dir("config")),
+    Case("sidecar-onnx-size-1e999", ("--check",), code=1, says="onnx.size", setup=sidecar_stamp("onnx", "size", "1e999")),
+    Case("sidecar-source-size-Infinity", ("--check",), code=1, says="source.size",
+         setup=sidecar_stamp("source", "size", "Infinity")),
+    Case("sidecar-onnx-mtime-negative-Infinity", ("--check",), code=1, says="onnx.mtime_ns",
+         setup=sidecar_stamp("onnx", "mtime_ns", "-Infinity")),
+    Case("sidecar-onnx-path-newline", ("--check",), code=1, says="onnx.path contains a newline",
+         setup=sidecar_stamp("onnx", "path", json.dumps("/tmp/x\n[property]\nnet-scale-factor=1"))),
+    Case("sidecar-onnx-path-backslash", ("--check",), code=1, says="onnx.path contains a backslash",
+         setup=sidecar_stamp("onnx", "path", json.dumps("/tmp/a\\nb.onnx"))),
+    Case("sidecar-is-fifo", ("--check",), code=1, says="is a FIFO", setup=replace_with_fifo("sidecar"), timeout=60),
+    Case("config-is-fifo", ("--check",), code=1, says="a FIFO", setup=replace_with_fifo("config"), timeout=60),
+    Case("labels-is-fifo", ("--check",), code=1, says="a FIFO", setup=replace_with_fifo("labels"), timeout=60),
 ]
 
 
@@ -205,7 +242,7 @@ def restore(box: EngineMachine, saved: dict[str, bytes | None]) -> None:
     for directory in (box.engine_dir, box.config_dir, box.models_dir):
         if directory.is_dir():
             for path in directory.iterdir():
-                if str(path) not in saved or path.is_dir():
+                if str(path) not in saved or not path.is_file() or path.is_symlink():  # what a case put there
                     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     for name, data in saved.items():
         if data is not None:
@@ -231,7 +268,7 @@ def test_bad_input_gives_one_line_and_its_exit_code(built_box, case, tmp_path):
             at = argv.index("--onnx")
             del argv[at:at + 2]
         done = subprocess.run(argv, capture_output=True, text=True, env={**box.env, "TMPDIR": str(tmp_path), **case.env},
-                              cwd=box.tmp, timeout=180)
+                              cwd=box.tmp, timeout=case.timeout)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == case.code, done.stderr
         assert "Traceback" not in done.stderr

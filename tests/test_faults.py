@@ -178,6 +178,18 @@ def _damage(box: EngineMachine, how: str) -> None:
         engine.unlink()
         engine.mkdir()
         (engine / "keep.txt").write_text("user data")
+    elif how == "sidecar-size-1e999":  # json.loads gives inf: int(inf) raised OverflowError
+        data = json.loads(sidecar.read_text())
+        data["onnx"]["size"] = "@"
+        sidecar.write_text(json.dumps(data).replace('"@"', "1e999"))
+    elif how == "sidecar-onnx-path-newline":  # would inject keys into the config
+        data = json.loads(sidecar.read_text())
+        data["onnx"]["path"] = "/tmp/x\n[property]\nnet-scale-factor=1"
+        sidecar.write_text(json.dumps(data))
+    elif how in ("sidecar-fifo", "config-fifo", "labels-fifo"):  # a read would wait for a writer forever
+        path = {"sidecar": sidecar, "config": config, "labels": box.config_dir / "labels.txt"}[how.split("-")[0]]
+        path.unlink()
+        os.mkfifo(path)
     elif how == "config-not-utf8":
         config.write_bytes(config.read_bytes() + b"\xff")
     elif how == "config-dir":
@@ -185,19 +197,51 @@ def _damage(box: EngineMachine, how: str) -> None:
         config.mkdir()
 
 
-@pytest.mark.parametrize("how", ["sidecar-null", "sidecar-int4", "sidecar-class-names", "sidecar-dir", "engine-dir", "config-not-utf8", "config-dir"])
+@pytest.mark.parametrize("how", ["sidecar-null", "sidecar-int4", "sidecar-class-names", "sidecar-dir", "engine-dir",
+                                 "config-not-utf8", "config-dir", "sidecar-size-1e999", "sidecar-onnx-path-newline",
+                                 "sidecar-fifo", "config-fifo", "labels-fifo"])
 def test_a_damaged_sidecar_config_or_directory_is_stale_and_the_start_recovers(box, how):
     assert box.run().returncode == 0
     _damage(box, how)
-    assert box.run("--check").returncode == 1
-    done = box.run()
+    check = box.run("--check", timeout=60)  # a regression on a FIFO hangs: fail instead
+    assert check.returncode == 1 and len(check.stderr.strip().splitlines()) == 1, check.stderr
+    done = box.run(timeout=60)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert box.run("--check").returncode == 0
+    assert box.run("--check", timeout=60).returncode == 0
     assert box.mismatched() == [] and box.only_engine().is_file()
     if how == "engine-dir":
         moved = [p for p in box.engine_dir.iterdir() if ".moved-aside-" in p.name]
         assert len(moved) == 1 and (moved[0] / "keep.txt").read_text() == "user data"
+
+
+# -- a FIFO anywhere the step reads a file is never opened (a read would wait forever) --------------
+
+def test_a_fifo_at_the_timing_cache_does_not_hang_a_build(box):
+    assert box.run().returncode == 0
+    (cache,) = box.engine_dir.glob("timing-*.cache")
+    cache.unlink()
+    os.mkfifo(cache)
+    done = box.run("--force", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "timing cache" in done.stderr and "cannot be read (a FIFO)" in done.stderr
+    assert cache.is_file()  # the build's cache replaced it
+
+
+def test_a_fifo_at_the_verified_engines_stamp_does_not_hang_the_healthcheck(box, tmp_path):
+    assert box.run().returncode == 0
+    os.mkfifo(tmp_path / f"auto_build_engine-{os.getuid()}-verified.json")  # $TMPDIR is shared by every uid
+    assert box.run("--check", timeout=60).returncode == 0
+
+
+def test_a_fifo_at_the_lock_owner_file_does_not_hang_a_waiting_start(box):
+    from filelock import FileLock
+
+    assert box.run().returncode == 0
+    os.mkfifo(box.engine_dir / ".build.lock.owner")
+    with FileLock(str(box.engine_dir / ".build.lock")):  # another process builds
+        done = box.run("--force", timeout=60, BUILD_LOCK_TIMEOUT_S="1")
+    assert done.returncode == 1 and "timed out after 1s" in one_line(done) and "holder unknown" in one_line(done)
 
 
 # -- defect 6: the workspace is capped, from the env as from the flag ----------------------------

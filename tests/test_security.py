@@ -215,20 +215,28 @@ def test_injection_through_each_path_variable_is_refused_before_writing(tmp_path
     assert not box.engine_dir.exists() and not box.config_dir.exists() and not box.models_dir.exists()
 
 
-def test_a_tampered_sidecar_cannot_inject_keys(tmp_path):
-    """The sidecar lives on the shared volume: its ONNX path goes into the config, so it is checked too."""
+def test_a_tampered_sidecar_is_rebuilt_and_cannot_inject_keys(tmp_path):
+    """The sidecar lives on the shared volume and its ONNX path goes into the config: one whose value
+    would inject keys is damaged, so --check says a build is needed and the start rebuilds (it used to
+    stop every start with exit 2 while --check said "build needed", forever)."""
     box = EngineMachine(tmp_path)
     assert box.run().returncode == 0
     sidecar_path = box.only_engine().with_suffix(".json")
     record = json.loads(sidecar_path.read_text())
+    real_onnx = record["onnx"]["path"]
     record["onnx"]["path"] = INJECTION
     sidecar_path.write_text(json.dumps(record))
     config = box.config_dir / abe.CONFIG_FILE_NAME
-    before = config.read_text()
     config.unlink()
-    message = one_error_line(box.run())
-    assert "onnx-file" in message and "non-printable" in message
-    assert not config.exists() and "net-scale-factor=1\n" not in before
+    check = box.run("--check", TMPDIR=str(tmp_path))
+    assert check.returncode == 1 and "damaged (onnx.path contains a newline" in check.stderr, check.stderr
+    done = box.run()
+    assert done.returncode == 0 and "(built in" in done.stdout, done.stderr
+    written = gkeyfile_parse(config.read_text())  # as nvinfer reads it
+    assert set(written) == {"property", "class-attrs-all"}
+    assert written["property"]["onnx-file"] == real_onnx  # the real path again, nothing injected
+    assert written["property"]["net-scale-factor"] == "0.0039215697906911373"
+    assert json.loads(sidecar_path.read_text())["onnx"]["path"] == real_onnx
 
 
 def test_config_value_checks():
@@ -387,6 +395,16 @@ def test_crafted_pt_found_in_model_mode_is_refused_unloaded(ds_box, tmp_path):
     message = one_error_line(done)
     assert f"PT_PATH={pt}" in message and "found by searching" in message
     assert not marker.exists() and not list(ds_box.models_dir.glob("*.onnx"))
+
+
+def test_a_fifo_as_download_record_is_no_record_and_does_not_hang(ds_box, tmp_path):
+    pt = ds_box.models_dir / "found.pt"
+    pt.parent.mkdir(parents=True)
+    pt.write_bytes(b"never loaded")
+    os.mkfifo(abe.download_record_path(pt))  # the models volume is shared: anyone may put one there
+    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--imgsz", "64", "--models-dir", str(ds_box.models_dir)],
+                          capture_output=True, text=True, env={**ds_box.env, "MODEL": "found"}, cwd=ds_box.tmp, timeout=60)
+    assert "found by searching" in one_error_line(done)
 
 
 def exporter_options(tmp_path: Path, **changes) -> abe.Options:
