@@ -3955,11 +3955,15 @@ def install_files(
     files: Sequence[tuple[Path, bytes | memoryview]], before_replace: Callable[[], None] | None = None
 ) -> None:
     """Several files as one unit: every temp file is written and fsynced before the first rename,
-    and SIGINT/SIGTERM wait until the renames are done."""
+    and SIGINT/SIGTERM wait until the renames are done. Each temp file stays open with an flock on
+    it until it is renamed: the stale-temp cleanup of another run leaves a held file alone (a config
+    rewrite on the warm path runs without the build lock)."""
+    import fcntl
     import signal
     import tempfile
 
     staged: list[tuple[Path, Path]] = []
+    handles: list[Any] = []
     target = files[0][0] if files else Path(".")
     blocked = False
     try:
@@ -3972,11 +3976,14 @@ def install_files(
                     EXIT_USAGE,
                 ) from None
             staged.append((Path(tmp_name), target))
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # as atomic_write_bytes: group-shared volumes
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            handle = os.fdopen(fd, "wb")
+            handles.append(handle)
+            with contextlib.suppress(OSError):  # a filesystem without flock: the build lock and the age rule remain
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.fchmod(fd, 0o666 & ~current_umask())  # as atomic_write_bytes: group-shared volumes
+            handle.write(data)
+            handle.flush()
+            os.fsync(fd)
         if threading.current_thread() is threading.main_thread():
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             blocked = True
@@ -3998,6 +4005,9 @@ def install_files(
             ) from None
         raise
     finally:
+        for handle in handles:  # closing drops the flock: renamed, or removed above
+            with contextlib.suppress(OSError):
+                handle.close()
         if blocked:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     for directory in dict.fromkeys(path.parent for path, _ in files):
@@ -4009,11 +4019,32 @@ def _is_temp_name(name: str) -> bool:
     return (name.startswith(".") and name.endswith(".tmp")) or name.startswith(".download-")
 
 
+def _temp_file_held(path: Path) -> bool:
+    """True while a live install_files() holds its flock on this regular temp file."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
 def remove_stale_temp_files(engine_dir: Path, older_than: float | None = None) -> tuple[int, int]:
-    """Temp files of a run killed with SIGKILL (engines, sidecars, exported ONNX, configs); safe
-    because the caller holds the build lock. `older_than` (epoch seconds) spares files written
-    since then. Returns (files, bytes) removed."""
+    """Temp files of a run killed with SIGKILL (engines, sidecars, exported ONNX, configs, labels);
+    the caller holds the build lock, and a file a live writer still holds (see install_files) is
+    kept. `older_than` (epoch seconds) spares files written since then. Returns (files, bytes)
+    removed."""
     import shutil
+    import stat as stat_module
 
     count = freed = 0
     try:
@@ -4035,6 +4066,8 @@ def remove_stale_temp_files(engine_dir: Path, older_than: float | None = None) -
             shutil.rmtree(path, ignore_errors=True)
         else:
             size = stat.st_size
+            if stat_module.S_ISREG(stat.st_mode) and _temp_file_held(path):
+                continue
             try:
                 path.unlink()
             except OSError:
@@ -4047,11 +4080,13 @@ _STARTED_AT = time.time()
 
 
 def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
-    """At the start of the step: temp files that a killed run left in ENGINE_DIR and MODELS_DIR
-    (a yolo11x ONNX temp is 228 MB). Cheap when there are none (two directory listings); else
-    only under the build lock (taken without waiting) and only files older than this run, so a
-    live writer's file is never touched."""
-    dirs = list(dict.fromkeys((Path(engine_dir), Path(options.models_dir).absolute())))
+    """At the start of the step: temp files that a killed run left in ENGINE_DIR, MODELS_DIR and
+    CONFIG_DIR (a yolo11x ONNX temp is 228 MB). Cheap when there are none (three directory
+    listings); else only under the build lock (taken without waiting) and only files older than
+    this run that no live writer holds, so a live writer's file is never touched."""
+    dirs = list(
+        dict.fromkeys((Path(engine_dir), Path(options.models_dir).absolute(), Path(options.config_dir).absolute()))
+    )
 
     def has_temp(directory: Path) -> bool:
         try:

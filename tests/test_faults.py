@@ -126,6 +126,33 @@ def test_temp_files_newer_than_the_run_or_under_a_held_lock_are_kept(box):
     assert fresh.exists() and not stale.exists()
 
 
+def test_config_temp_files_left_by_a_kill_are_removed_by_the_next_start(box):
+    assert box.run().returncode == 0
+    killed = box.run("--force", FAULT_AT="replace:labels.txt", FAULT_SIGNAL="KILL")
+    assert killed.returncode == -9 and box.fault_log.exists()
+    left = sorted(p.name.split(".")[1] for p in box.config_dir.glob(".*.tmp"))
+    assert left == ["config_infer_auto_generated", "labels"]
+    done = box.run()
+    assert done.returncode == 0, done.stderr
+    assert box.leftovers() == []
+    assert "removed 2 temp files left by an interrupted run" in done.stderr
+
+
+def test_a_config_temp_file_that_its_writer_still_holds_is_kept(box):
+    """A config-only rewrite (warm start) runs without the build lock; its writer holds an flock on
+    each temp file until it is renamed, and the cleanup leaves such a file alone."""
+    import fcntl
+
+    assert box.run().returncode == 0
+    live = _stale(box.config_dir / ".labels.txt.l1ve0000.tmp", 10)  # old, but its writer is alive
+    with open(live, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        assert box.run().returncode == 0
+        assert live.exists()
+    assert box.run().returncode == 0
+    assert not live.exists()
+
+
 # -- defect 5: one unit on a full disk ----------------------------------------------------------
 
 def test_disk_full_while_writing_the_sidecar_keeps_the_previous_unit(box):
