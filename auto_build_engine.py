@@ -2477,14 +2477,21 @@ class YOLOExporter:
     def _check_trusted(self, weights: Path, sha256: str) -> None:
         """Only weights the user named, or a download this tool recorded, are ever unpickled.
 
-        A .pt found by searching (MODEL mode, or a bare --pt name found in another directory) may
-        have been dropped into a shared volume by anyone who can write it.
+        Named: `--pt`/`PT_PATH` as an existing path, or a bare name (`--pt yolo11x.pt`) that
+        locate_model_files() found in one of the image's own model paths. Not named: a .pt found
+        by MODEL mode's search, and a bare name found only in the shared volume (MODELS_DIR, or a
+        path that resolves into it or ENGINE_DIR): anyone who can write the volume may have put a
+        file there under the official name, and the bare name means the official weights, which
+        this tool downloads there itself (with a record).
         """
         if _is_model_yaml(weights):
             return  # a yaml is not a pickle
         named = Path(self.options.pt) if self.options.pt is not None else None
         if named is not None and named.is_file() and os.path.samefile(named, weights):
             return
+        if named is not None and _is_bare_name(named) and weights.name == named.name:
+            if self._in_image_model_path(weights):
+                return
         if is_recorded_download(weights, sha256):
             return
         raise ToolError(
@@ -2492,6 +2499,15 @@ class YOLOExporter:
             f"when loaded: if you trust it, set PT_PATH={os.path.abspath(weights)} (or --pt)",
             EXIT_USAGE,
         )
+
+    def _in_image_model_path(self, weights: Path) -> bool:
+        """True when `weights` sits in one of STANDARD_MODEL_PATHS (the image's /app, /app/models, ...)
+        and neither it nor its folder leads into the shared volume (MODELS_DIR, ENGINE_DIR)."""
+        volume = [Path(self.options.models_dir).resolve(), Path(self.options.engine_dir).resolve()]
+        resolved = [weights.resolve(), weights.parent.resolve()]
+        if any(path.is_relative_to(shared) for path in resolved for shared in volume):
+            return False
+        return any(os.path.isdir(d) and os.path.samefile(weights.parent, d) for d in STANDARD_MODEL_PATHS)
 
     @staticmethod
     def _load_yaml_cfg(path: Path) -> dict[str, Any]:

@@ -355,6 +355,33 @@ def test_pt_yolo11n_yaml_builds_installs_and_is_reused(tmp_path):
     assert check.returncode == 0, check.stderr
 
 
+def test_pt_bare_name_found_in_an_image_model_path_builds_installs_and_is_reused(tmp_path):
+    """`--pt yolo11n.pt` that is not in the working directory but in one of the image's own model
+    paths (/app/models: here a folder the runner puts in STANDARD_MODEL_PATHS) is the file the user
+    named: trusted (docs/security.md), exported, built, stamped where it was found, then reused."""
+    import torch
+    from export_helpers import save_checkpoint
+    from ultralytics.nn.tasks import DetectionModel
+
+    box = EngineMachine(tmp_path)
+    image_models = tmp_path / "image" / "app-models"
+    torch.manual_seed(0)
+    weights = save_checkpoint(DetectionModel("yolo11n.yaml", nc=3, verbose=False).eval(), image_models / "yolo11n.pt")
+    runner = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import auto_build_engine as abe; "
+              f"abe.STANDARD_MODEL_PATHS = ('.', {str(image_models)!r}); sys.exit(abe.main())")
+    argv = [sys.executable, "-c", runner, "--pt", "yolo11n.pt", "--imgsz", "64",
+            "--engine-dir", str(box.engine_dir), "--config-dir", str(box.config_dir), "--models-dir", str(box.models_dir)]
+    env = {**box.env, "TMPDIR": str(tmp_path)}
+    first = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "(built in" in first.stdout
+    assert box.sidecar_of(box.only_engine())["source"]["path"] == str(weights.resolve())
+    second = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert second.returncode == 0 and "(reused" in second.stdout, second.stderr
+    check = subprocess.run([*argv, "--check"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert check.returncode == 0, check.stderr
+
+
 # -- defect 7: ultralytics names with mixed key types ---------------------------------------------
 
 def test_names_metadata_with_mixed_key_types_builds_with_the_names_in_order(box):

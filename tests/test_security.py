@@ -457,13 +457,16 @@ def test_allowed_modules_and_getattr_do_not_open_other_doors(tmp_path, payload, 
     assert error.value.exit_code == abe.EXIT_USAGE and "\n" not in str(error.value)
 
 
-def test_bare_pt_name_found_elsewhere_needs_a_record(tmp_path, monkeypatch):
+def test_bare_pt_name_found_only_in_models_dir_needs_a_record(tmp_path, monkeypatch):
+    """MODELS_DIR is the shared volume: a file there under the bare name was not necessarily put
+    there by the user who typed the name (the tool downloads official names there, with a record)."""
     monkeypatch.chdir(tmp_path)
     models = tmp_path / "models"
     models.mkdir()
     pt = models / "found.pt"
     pt.write_bytes(b"weights")  # never loaded here: the trust decision comes first
     exporter = abe.YOLOExporter(exporter_options(tmp_path, pt=Path("found.pt")))
+    assert abe.locate_model_files(exporter.options) == (None, pt)
     sha = abe.sha256_of_file(pt)
     with pytest.raises(abe.ToolError, match="PT_PATH="):
         exporter._check_trusted(pt, sha)
@@ -476,6 +479,43 @@ def test_bare_pt_name_found_elsewhere_needs_a_record(tmp_path, monkeypatch):
     named = abe.YOLOExporter(exporter_options(tmp_path, pt=pt))
     record.unlink()
     named._check_trusted(pt, sha)  # named by its path: trusted
+
+
+@pytest.fixture
+def image_models(tmp_path, monkeypatch) -> Path:
+    """A folder standing in for the image's /app/models (one of STANDARD_MODEL_PATHS)."""
+    folder = tmp_path / "image" / "models"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(abe, "STANDARD_MODEL_PATHS", (".", str(folder)))
+    monkeypatch.chdir(tmp_path)
+    return folder
+
+
+def test_bare_pt_name_found_in_an_image_model_path_is_trusted(image_models, tmp_path):
+    pt = image_models / "found.pt"
+    pt.write_bytes(b"weights")
+    exporter = abe.YOLOExporter(exporter_options(tmp_path, pt=Path("found.pt")))
+    assert abe.locate_model_files(exporter.options) == (None, pt)
+    exporter._check_trusted(pt, abe.sha256_of_file(pt))
+
+
+def test_the_same_file_found_by_model_name_is_not_trusted(image_models, tmp_path):
+    pt = image_models / "found.pt"
+    pt.write_bytes(b"weights")
+    exporter = abe.YOLOExporter(exporter_options(tmp_path, model="found"))
+    assert abe.locate_model_files(exporter.options) == (None, pt)
+    with pytest.raises(abe.ToolError, match="found by searching"):
+        exporter._check_trusted(pt, abe.sha256_of_file(pt))
+
+
+def test_a_bare_pt_name_in_an_image_path_that_leads_into_the_volume_is_not_trusted(image_models, tmp_path):
+    in_volume = tmp_path / "models" / "found.pt"  # MODELS_DIR of exporter_options
+    in_volume.parent.mkdir()
+    in_volume.write_bytes(b"weights")
+    (image_models / "found.pt").symlink_to(in_volume)
+    exporter = abe.YOLOExporter(exporter_options(tmp_path, pt=Path("found.pt")))
+    with pytest.raises(abe.ToolError, match="PT_PATH="):
+        exporter._check_trusted(image_models / "found.pt", abe.sha256_of_file(in_volume))
 
 
 def test_a_real_checkpoint_loads_exactly_as_ultralytics_loads_it(tmp_path):
