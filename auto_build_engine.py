@@ -247,11 +247,60 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
+class NotRegularFileError(OSError):
+    """A FIFO, socket or device stands where the tool reads a file; `strerror` says which ("a FIFO")."""
+
+
+def _file_kind(mode: int) -> str:
+    import stat
+
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def open_regular_file(path: Path) -> int:
+    """A read-only descriptor of `path` (symlinks followed), which must be a regular file: anything else
+    is never opened, because reading a FIFO waits for a writer forever (a hung start and healthcheck)
+    and opening a device can act on it. The type is checked before the open and again on the open
+    descriptor (O_NONBLOCK: a FIFO swapped in between does not block). Raises FileNotFoundError,
+    PermissionError, IsADirectoryError or NotRegularFileError."""
+    import errno
+    import stat
+
+    def refuse(mode: int) -> OSError:
+        if stat.S_ISDIR(mode):
+            return IsADirectoryError(errno.EISDIR, _file_kind(mode), str(path))
+        return NotRegularFileError(errno.EINVAL, _file_kind(mode), str(path))
+
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise refuse(mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise refuse(mode)
+    return fd
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file (see open_regular_file: a FIFO or device there raises, never blocks)."""
+    with os.fdopen(open_regular_file(path), "rb") as handle:
+        return handle.read()
+
+
 def sha256_of_file(path: Path, chunk: int = 1 << 20) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with os.fdopen(open_regular_file(path), "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
@@ -1463,7 +1512,7 @@ def record_download(weights: Path, sha256: str) -> None:
 
 def is_recorded_download(weights: Path, sha256: str) -> bool:
     try:
-        record = json.loads(download_record_path(weights).read_text())
+        record = json.loads(read_regular_file(download_record_path(weights)))
         return bool(
             record["file"] == weights.name and record["sha256"] == sha256 and record["size"] == weights.stat().st_size
         )
@@ -2444,14 +2493,21 @@ class YOLOExporter:
     def _check_trusted(self, weights: Path, sha256: str) -> None:
         """Only weights the user named, or a download this tool recorded, are ever unpickled.
 
-        A .pt found by searching (MODEL mode, or a bare --pt name found in another directory) may
-        have been dropped into a shared volume by anyone who can write it.
+        Named: `--pt`/`PT_PATH` as an existing path, or a bare name (`--pt yolo11x.pt`) that
+        locate_model_files() found in one of the image's own model paths. Not named: a .pt found
+        by MODEL mode's search, and a bare name found only in the shared volume (MODELS_DIR, or a
+        path that resolves into it or ENGINE_DIR): anyone who can write the volume may have put a
+        file there under the official name, and the bare name means the official weights, which
+        this tool downloads there itself (with a record).
         """
         if _is_model_yaml(weights):
             return  # a yaml is not a pickle
         named = Path(self.options.pt) if self.options.pt is not None else None
         if named is not None and named.is_file() and os.path.samefile(named, weights):
             return
+        if named is not None and _is_bare_name(named) and weights.name == named.name:
+            if self._in_image_model_path(weights):
+                return
         if is_recorded_download(weights, sha256):
             return
         raise ToolError(
@@ -2459,6 +2515,15 @@ class YOLOExporter:
             f"when loaded: if you trust it, set PT_PATH={os.path.abspath(weights)} (or --pt)",
             EXIT_USAGE,
         )
+
+    def _in_image_model_path(self, weights: Path) -> bool:
+        """True when `weights` sits in one of STANDARD_MODEL_PATHS (the image's /app, /app/models, ...)
+        and neither it nor its folder leads into the shared volume (MODELS_DIR, ENGINE_DIR)."""
+        volume = [Path(self.options.models_dir).resolve(), Path(self.options.engine_dir).resolve()]
+        resolved = [weights.resolve(), weights.parent.resolve()]
+        if any(path.is_relative_to(shared) for path in resolved for shared in volume):
+            return False
+        return any(os.path.isdir(d) and os.path.samefile(weights.parent, d) for d in STANDARD_MODEL_PATHS)
 
     @staticmethod
     def _load_yaml_cfg(path: Path) -> dict[str, Any]:
@@ -3033,7 +3098,7 @@ class FileStamp:
     def from_json(cls, data: Any) -> FileStamp | None:
         try:
             return cls(str(data["path"]), int(data["size"]), int(data["mtime_ns"]), str(data["sha256"]))
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, OverflowError):  # OverflowError: a size of 1e999 (inf)
             return None
 
 
@@ -3134,9 +3199,11 @@ class Sidecar:
     def read(cls, path: Path) -> Sidecar:
         """Raises ValueError with the reason when the file is missing or not ours."""
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(read_regular_file(Path(path)).decode("utf-8"))
         except IsADirectoryError:
             raise ValueError(f"sidecar {Path(path).name} is a directory") from None
+        except NotRegularFileError as error:  # a FIFO: reading it would hang the start and the healthcheck
+            raise ValueError(f"sidecar {Path(path).name} is {error.strerror}, not a regular file") from None
         except PermissionError:  # not "no sidecar": another uid built it with a mode this uid cannot read
             raise ToolError(
                 f"uid {os.getuid()} cannot read the sidecar {path} (permission denied): the engine there was built "
@@ -3166,8 +3233,9 @@ class Sidecar:
 
 
 def _sidecar_shape_problem(data: Any) -> str | None:
-    """What is wrong with the types of a parsed sidecar, or None: a damaged one must read as stale,
-    never crash the start or the healthcheck."""
+    """What is wrong with the types of a parsed sidecar (or with the ONNX path it hands the nvinfer
+    config), or None: a damaged one must read as stale and be rebuilt, never crash or stop the start
+    or the healthcheck."""
 
     def is_int(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
@@ -3211,6 +3279,21 @@ def _sidecar_shape_problem(data: Any) -> str | None:
             return f"{name} is not a string"
     if not isinstance(data.get("gpu", {}), dict):
         return "gpu is not an object"
+    for name in ("onnx", "source"):
+        stamp = data.get(name)
+        if name == "source" and stamp is None:  # no weights file (an earlier export was reused)
+            continue
+        if not isinstance(stamp, dict):
+            return f"{name} is not an object"
+        if not isinstance(stamp.get("path"), str) or not isinstance(stamp.get("sha256"), str):
+            return f"{name}.path or {name}.sha256 is not a string"
+        if not is_int(stamp.get("size")) or stamp["size"] < 0:  # 1e999 / Infinity read as a float
+            return f"{name}.size is not a non-negative integer"
+        if not is_int(stamp.get("mtime_ns")):
+            return f"{name}.mtime_ns is not an integer"
+    problem = config_value_problem(data["onnx"]["path"])  # it goes into the nvinfer config (onnx-file=)
+    if problem is not None:
+        return f"onnx.path contains {problem}"
     return None
 
 
@@ -3223,6 +3306,8 @@ class CacheState:
 
 def check_engine(plan: EnginePlan, options: Options) -> CacheState:
     """The warm-path check: read the sidecar, stat the engine; hash only a source whose stat changed."""
+    import stat
+
     try:
         sidecar = Sidecar.read(plan.sidecar_path)
     except ValueError as error:
@@ -3235,12 +3320,13 @@ def check_engine(plan: EnginePlan, options: Options) -> CacheState:
         ]
         return CacheState(False, "engine key changed: " + ", ".join(diffs), sidecar)
     try:
-        size = plan.engine_path.stat().st_size
+        engine_stat = plan.engine_path.stat()
     except OSError:
         return CacheState(False, f"engine file {plan.engine_path.name} is missing", sidecar)
+    if not stat.S_ISREG(engine_stat.st_mode):  # a directory, or a FIFO that hashing would wait on forever
+        return CacheState(False, f"engine path {plan.engine_path.name} is {_file_kind(engine_stat.st_mode)}", sidecar)
+    size = engine_stat.st_size
     if size != sidecar.engine_size:
-        if plan.engine_path.is_dir():
-            return CacheState(False, f"engine path {plan.engine_path.name} is a directory", sidecar)
         return CacheState(
             False,
             f"engine size {size} differs from the sidecar's {sidecar.engine_size} (truncated or replaced)",
@@ -3432,7 +3518,7 @@ class BuildLock:
 
     def _owner(self) -> str:
         try:
-            owner = json.loads(self.owner_path.read_text())
+            owner = json.loads(read_regular_file(self.owner_path))
             return f"pid {owner['pid']} on {owner['host']} since {owner['since']}"
         except (OSError, ValueError, KeyError, TypeError):
             return "holder unknown"
@@ -3597,6 +3683,18 @@ def make_progress_monitor(trt: Any, bar: ProgressBar, token: CancelToken) -> Any
             self.totals.pop(phase_name, None)
 
     return BuildMonitor()
+
+
+def read_timing_cache(path: Path) -> bytes | None:
+    """The saved timing cache of ENGINE_DIR, or None: missing, or not a readable regular file (a FIFO
+    there is never opened; the cache this build saves replaces it)."""
+    try:
+        return read_regular_file(path)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        notice(f"the timing cache {path} cannot be read ({error.strerror}); building without it")
+        return None
 
 
 @dataclass
@@ -3891,11 +3989,15 @@ def install_files(
     files: Sequence[tuple[Path, bytes | memoryview]], before_replace: Callable[[], None] | None = None
 ) -> None:
     """Several files as one unit: every temp file is written and fsynced before the first rename,
-    and SIGINT/SIGTERM wait until the renames are done."""
+    and SIGINT/SIGTERM wait until the renames are done. Each temp file stays open with an flock on
+    it until it is renamed: the stale-temp cleanup of another run leaves a held file alone (a config
+    rewrite on the warm path runs without the build lock)."""
+    import fcntl
     import signal
     import tempfile
 
     staged: list[tuple[Path, Path]] = []
+    handles: list[Any] = []
     target = files[0][0] if files else Path(".")
     blocked = False
     try:
@@ -3908,11 +4010,14 @@ def install_files(
                     EXIT_USAGE,
                 ) from None
             staged.append((Path(tmp_name), target))
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # as atomic_write_bytes: group-shared volumes
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            handle = os.fdopen(fd, "wb")
+            handles.append(handle)
+            with contextlib.suppress(OSError):  # a filesystem without flock: the build lock and the age rule remain
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.fchmod(fd, 0o666 & ~current_umask())  # as atomic_write_bytes: group-shared volumes
+            handle.write(data)
+            handle.flush()
+            os.fsync(fd)
         if threading.current_thread() is threading.main_thread():
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             blocked = True
@@ -3934,6 +4039,9 @@ def install_files(
             ) from None
         raise
     finally:
+        for handle in handles:  # closing drops the flock: renamed, or removed above
+            with contextlib.suppress(OSError):
+                handle.close()
         if blocked:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     for directory in dict.fromkeys(path.parent for path, _ in files):
@@ -3945,11 +4053,32 @@ def _is_temp_name(name: str) -> bool:
     return (name.startswith(".") and name.endswith(".tmp")) or name.startswith(".download-")
 
 
+def _temp_file_held(path: Path) -> bool:
+    """True while a live install_files() holds its flock on this regular temp file."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
 def remove_stale_temp_files(engine_dir: Path, older_than: float | None = None) -> tuple[int, int]:
-    """Temp files of a run killed with SIGKILL (engines, sidecars, exported ONNX, configs); safe
-    because the caller holds the build lock. `older_than` (epoch seconds) spares files written
-    since then. Returns (files, bytes) removed."""
+    """Temp files of a run killed with SIGKILL (engines, sidecars, exported ONNX, configs, labels);
+    the caller holds the build lock, and a file a live writer still holds (see install_files) is
+    kept. `older_than` (epoch seconds) spares files written since then. Returns (files, bytes)
+    removed."""
     import shutil
+    import stat as stat_module
 
     count = freed = 0
     try:
@@ -3971,6 +4100,8 @@ def remove_stale_temp_files(engine_dir: Path, older_than: float | None = None) -
             shutil.rmtree(path, ignore_errors=True)
         else:
             size = stat.st_size
+            if stat_module.S_ISREG(stat.st_mode) and _temp_file_held(path):
+                continue
             try:
                 path.unlink()
             except OSError:
@@ -3983,11 +4114,13 @@ _STARTED_AT = time.time()
 
 
 def clean_stale_temp_files(options: Options, engine_dir: Path) -> None:
-    """At the start of the step: temp files that a killed run left in ENGINE_DIR and MODELS_DIR
-    (a yolo11x ONNX temp is 228 MB). Cheap when there are none (two directory listings); else
-    only under the build lock (taken without waiting) and only files older than this run, so a
-    live writer's file is never touched."""
-    dirs = list(dict.fromkeys((Path(engine_dir), Path(options.models_dir).absolute())))
+    """At the start of the step: temp files that a killed run left in ENGINE_DIR, MODELS_DIR and
+    CONFIG_DIR (a yolo11x ONNX temp is 228 MB). Cheap when there are none (three directory
+    listings); else only under the build lock (taken without waiting) and only files older than
+    this run that no live writer holds, so a live writer's file is never touched."""
+    dirs = list(
+        dict.fromkeys((Path(engine_dir), Path(options.models_dir).absolute(), Path(options.config_dir).absolute()))
+    )
 
     def has_temp(directory: Path) -> bool:
         try:
@@ -4555,7 +4688,8 @@ class FleetEnsure:
             return
         self._timing_etag = found[1]
         local = self.plan.timing_cache_path
-        merged = merge_timing_caches(local.read_bytes(), found[0]) if local.exists() else found[0]
+        ours = read_timing_cache(local)
+        merged = merge_timing_caches(ours, found[0]) if ours is not None else found[0]
         if merged is not None:
             atomic_write_bytes(local, merged)
 
@@ -4590,9 +4724,10 @@ class FleetEnsure:
         TensorRT (ITimingCache.combine) and try again (If-Match on S3)."""
         assert self.store is not None
         cache = self.plan.timing_cache_path
-        if not cache.exists():
+        data = read_timing_cache(cache)
+        if data is None:
             return
-        key, data, etag = self._timing_key(), cache.read_bytes(), self._timing_etag
+        key, etag = self._timing_key(), self._timing_etag
         for _ in range(3):
             if not self.store.local and (
                 self.store.replace(key, data, etag=etag) if etag else self.store.create(key, data)
@@ -4793,17 +4928,11 @@ class DeepStreamConfig:
     def _read(self, path: Path) -> str | None:
         """The file's text; None when it is missing or damaged (then it is simply written again)."""
         try:
-            return path.read_text(encoding="utf-8")
+            return read_regular_file(path).decode("utf-8")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as error:  # a directory, unreadable, not UTF-8
-            reason = (
-                "a directory"
-                if path.is_dir()
-                else (error.strerror or str(error))
-                if isinstance(error, OSError)
-                else "not UTF-8"
-            )
+        except (OSError, ValueError) as error:  # a directory, a FIFO (never opened), unreadable, not UTF-8
+            reason = (error.strerror or str(error)) if isinstance(error, OSError) else "not UTF-8"
             self.unreadable[path] = reason
             return None
 
@@ -5102,7 +5231,7 @@ def _engine_was_verified(path: Path) -> bool:
     """True when this very file (inode, size, mtime) passed a deep check in this container already."""
     identity = _engine_identity(path)
     try:
-        return identity is not None and identity in json.loads(_verified_engines_path().read_text())
+        return identity is not None and identity in json.loads(read_regular_file(_verified_engines_path()))
     except (OSError, ValueError, TypeError):
         return False
 
@@ -5114,7 +5243,7 @@ def _remember_verified(path: Path) -> None:
         return
     stamp = _verified_engines_path()
     try:
-        known = json.loads(stamp.read_text())
+        known = json.loads(read_regular_file(stamp))
         known = known if isinstance(known, list) else []
     except (OSError, ValueError):
         known = []
@@ -5225,7 +5354,7 @@ def build_and_install(options: Options, system: SystemInfo, plan: EnginePlan, on
     try:
         builder = EngineBuilder(options, plan, token)
         cache_path = plan.timing_cache_path
-        timing_cache = cache_path.read_bytes() if cache_path.exists() else None
+        timing_cache = read_timing_cache(cache_path)
         began = time.monotonic()
         log(
             f"building {plan.engine_path.name} with TensorRT {plan.key.tensorrt_version} ({plan.key.precision}: "

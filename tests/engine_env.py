@@ -89,9 +89,9 @@ class EngineMachine:
                 "--engine-dir", str(self.engine_dir), "--config-dir", str(self.config_dir),
                 "--models-dir", str(self.models_dir), *extra]
 
-    def run(self, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    def run(self, *extra: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(*extra), capture_output=True, text=True, env={**self.env, **env},
-                              cwd=self.tmp, timeout=180)
+                              cwd=self.tmp, timeout=timeout)
 
     def start(self, *extra: str, **env: str) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

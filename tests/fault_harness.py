@@ -9,7 +9,7 @@ renamed, config renamed) every time; a random-moment kill during the build cover
 Each try is: one faulted run, then a normal start that must succeed, then the invariants:
   - the faulted run exited 130 (SIGINT) / 143 (SIGTERM) / was killed (SIGKILL), never 0, and
     through the entrypoint the app never started;
-  - after the normal start: no temp file left in ENGINE_DIR or MODELS_DIR, and every engine has
+  - after the normal start: no temp file left in ENGINE_DIR, MODELS_DIR or CONFIG_DIR, and every engine has
     a sidecar that describes it (sha256); the benchmark also runs `--check --deep` (must be 0).
 Used by tests/test_faults.py (>= 30 tries) and benchmarks/bench_faults.py (>= 200 tries).
 """
@@ -150,7 +150,7 @@ class FaultBox(EngineMachine):
 
     def leftovers(self) -> list[Path]:
         found = []
-        for directory in (self.engine_dir, self.models_dir):
+        for directory in (self.engine_dir, self.models_dir, self.config_dir):
             if directory.is_dir():
                 found += [p for p in directory.iterdir() if (p.name.startswith(".") and p.name.endswith(".tmp")) or p.name.startswith(".download-")]
         return sorted(found)

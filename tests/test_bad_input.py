@@ -16,6 +16,7 @@ from typing import Callable
 
 import pytest
 
+import auto_build_engine as abe
 from engine_env import EngineMachine
 
 NON_UTF8 = os.fsdecode(b"cfg-\xff\xfe")  # a byte string that is not UTF-8, as Python sees it in argv/env
@@ -25,10 +26,11 @@ NON_UTF8 = os.fsdecode(b"cfg-\xff\xfe")  # a byte string that is not UTF-8, as P
 class Case:
     id: str
     args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | Callable[[EngineMachine], str]] = field(default_factory=dict)
     code: int = 2
     says: str = ""  # a piece of the one stderr line
     setup: Callable[[EngineMachine], None] | None = None
+    timeout: float = 180  # a FIFO case that regresses hangs: it must fail sooner
 
 
 def _sidecar(box: EngineMachine) -> Path:
@@ -51,13 +53,37 @@ def sidecar_field(name: str, value: object) -> Callable[[EngineMachine], None]:
     return setup
 
 
+def sidecar_stamp(stamp: str, name: str, raw_json: str) -> Callable[[EngineMachine], None]:
+    """Set `stamp.name` ("onnx"/"source") in the sidecar to a raw JSON token (1e999, Infinity, ...)."""
+    def setup(box: EngineMachine) -> None:
+        path = _sidecar(box)
+        data = json.loads(path.read_text())
+        assert isinstance(data[stamp], dict), data[stamp]
+        data[stamp][name] = "@RAW@"
+        path.write_text(json.dumps(data).replace('"@RAW@"', raw_json))
+    return setup
+
+
+def _installed(box: EngineMachine, which: str) -> Path:
+    engine = box.only_engine()
+    return {"engine": engine, "sidecar": engine.with_suffix(".json"),
+            "config": box.config_dir / "config_infer_auto_generated.txt", "labels": box.config_dir / "labels.txt"}[which]
+
+
 def replace_with_dir(which: str) -> Callable[[EngineMachine], None]:
     def setup(box: EngineMachine) -> None:
-        engine = box.only_engine()
-        path = {"engine": engine, "sidecar": engine.with_suffix(".json"),
-                "config": box.config_dir / "config_infer_auto_generated.txt", "labels": box.config_dir / "labels.txt"}[which]
+        path = _installed(box, which)
         path.unlink()
         path.mkdir()
+    return setup
+
+
+def replace_with_fifo(which: str) -> Callable[[EngineMachine], None]:
+    """A named pipe where a file belongs: reading it would wait for a writer forever."""
+    def setup(box: EngineMachine) -> None:
+        path = _installed(box, which)
+        path.unlink()
+        os.mkfifo(path)
     return setup
 
 
@@ -148,10 +174,25 @@ CASES: list[Case] = [
     Case("engine-dir-is-file", ("--engine-dir", make("file", "engines-file")), says="ENGINE_DIR"),
     Case("engine-dir-under-file", ("--engine-dir", lambda box: make("file", "plain")(box) + "/engines"), says="ENGINE_DIR"),
     Case("engine-dir-300-char-part", ("--engine-dir", "/tmp/" + LONG), says="at most 255"),
-    Case("ENGINE_DIR-not-utf8", ("--engine-dir", "/tmp/" + NON_UTF8), says="is not valid UTF-8"),
+    Case("engine-dir-not-utf8", ("--engine-dir", "/tmp/" + NON_UTF8), says="is not valid UTF-8"),
     Case("config-dir-not-utf8", ("--config-dir", "/tmp/" + NON_UTF8), says="is not valid UTF-8"),
     Case("models-dir-not-utf8", ("--models-dir", "/tmp/" + NON_UTF8), says="is not valid UTF-8"),
     Case("config-dir-is-file", ("--config-dir", make("file", "configs-file")), says="CONFIG_DIR"),
+    # -- the same through the environment twins (the box's own flag for it is left out) ---------
+    Case("ENGINE_DIR-not-utf8", env={"ENGINE_DIR": "/tmp/" + NON_UTF8}, says="ENGINE_DIR (for --engine-dir): b'/tmp/cfg-"),
+    Case("ENGINE_DIR-is-file", env={"ENGINE_DIR": make("file", "engines-env-file")}, says="is not a directory; set ENGINE_DIR"),
+    Case("ENGINE_DIR-300-char-part", env={"ENGINE_DIR": "/tmp/" + LONG}, says="ENGINE_DIR (for --engine-dir): a path component"),
+    Case("CONFIG_DIR-not-utf8", env={"CONFIG_DIR": "/tmp/" + NON_UTF8}, says="CONFIG_DIR (for --config-dir): b'/tmp/cfg-"),
+    Case("CONFIG_DIR-under-file", env={"CONFIG_DIR": lambda box: make("file", "plain-env")(box) + "/configs"},
+         says="cannot be created"),
+    Case("CONFIG_DIR-newline", env={"CONFIG_DIR": "/tmp/a\nb"}, says="CONFIG_DIR (for --config-dir) '/tmp/a\\nb' contains a newline"),
+    Case("MODELS_DIR-not-utf8", env={"MODELS_DIR": "/tmp/" + NON_UTF8}, says="MODELS_DIR (for --models-dir): b'/tmp/cfg-"),
+    Case("MODELS_DIR-is-file", env={"MODELS_DIR": make("file", "models-env-file")}, says="is not a directory; set MODELS_DIR"),
+    Case("MODELS_DIR-path-5000-bytes", env={"MODELS_DIR": "/tmp/" + "d/" * 2500}, says="MODELS_DIR (for --models-dir): the path has"),
+    Case("ONNX_PATH-missing", env={"ONNX_PATH": "/nonexistent/m.onnx"}, says="/nonexistent/m.onnx: file not found"),
+    Case("ONNX_PATH-is-fifo", env={"ONNX_PATH": make("fifo", "env-pipe.onnx")}, says="file not found"),
+    Case("ONNX_PATH-is-dir", env={"ONNX_PATH": make("dir", "env-model.onnx")}, says="file not found"),
+    Case("ONNX_PATH-not-utf8", env={"ONNX_PATH": "/tmp/" + NON_UTF8 + ".onnx"}, says="ONNX_PATH (for --onnx): b'/tmp/cfg-"),
     # -- flag combinations ---------------------------------------------------------------------
     Case("check-and-force", ("--check", "--force"), says="cannot be combined"),
     Case("json-without-info", ("--json",), says="--json goes with"),
@@ -177,11 +218,34 @@ CASES: list[Case] = [
     Case("config-not-utf8", ("--check",), code=1, says="not UTF-8", setup=config_bytes("config_infer_auto_generated.txt", b"\xff\n")),
     Case("labels-not-utf8", ("--check",), code=1, says="not UTF-8", setup=config_bytes("labels.txt", b"\xfe\n")),
     Case("config-is-dir", ("--check",), code=1, says="a directory", setup=replace_with_dir("config")),
+    Case("sidecar-onnx-size-1e999", ("--check",), code=1, says="onnx.size", setup=sidecar_stamp("onnx", "size", "1e999")),
+    Case("sidecar-source-size-Infinity", ("--check",), code=1, says="source.size",
+         setup=sidecar_stamp("source", "size", "Infinity")),
+    Case("sidecar-onnx-mtime-negative-Infinity", ("--check",), code=1, says="onnx.mtime_ns",
+         setup=sidecar_stamp("onnx", "mtime_ns", "-Infinity")),
+    Case("sidecar-onnx-path-newline", ("--check",), code=1, says="onnx.path contains a newline",
+         setup=sidecar_stamp("onnx", "path", json.dumps("/tmp/x\n[property]\nnet-scale-factor=1"))),
+    Case("sidecar-onnx-path-backslash", ("--check",), code=1, says="onnx.path contains a backslash",
+         setup=sidecar_stamp("onnx", "path", json.dumps("/tmp/a\\nb.onnx"))),
+    Case("sidecar-is-fifo", ("--check",), code=1, says="is a FIFO", setup=replace_with_fifo("sidecar"), timeout=60),
+    Case("config-is-fifo", ("--check",), code=1, says="a FIFO", setup=replace_with_fifo("config"), timeout=60),
+    Case("labels-is-fifo", ("--check",), code=1, says="a FIFO", setup=replace_with_fifo("labels"), timeout=60),
 ]
 
 
 def resolve(box: EngineMachine, value: object) -> str:
     return value(box) if callable(value) else str(value)
+
+
+ENV_TWINS = {"ENGINE_DIR": "--engine-dir", "CONFIG_DIR": "--config-dir", "MODELS_DIR": "--models-dir", "ONNX_PATH": "--onnx"}
+
+
+def without_flag(argv: list[str], flag: str) -> list[str]:
+    """argv without `flag VALUE` (the box passes every directory and its ONNX as flags, which win over env twins)."""
+    if flag not in argv:
+        return argv
+    at = argv.index(flag)
+    return argv[:at] + argv[at + 2:]
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +269,7 @@ def restore(box: EngineMachine, saved: dict[str, bytes | None]) -> None:
     for directory in (box.engine_dir, box.config_dir, box.models_dir):
         if directory.is_dir():
             for path in directory.iterdir():
-                if str(path) not in saved or path.is_dir():
+                if str(path) not in saved or not path.is_file() or path.is_symlink():  # what a case put there
                     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     for name, data in saved.items():
         if data is not None:
@@ -226,12 +290,14 @@ def test_bad_input_gives_one_line_and_its_exit_code(built_box, case, tmp_path):
             case.setup(box)
         damaged = snapshot(box)
         args = [resolve(box, a) for a in case.args]
+        env = {name: resolve(box, value) for name, value in case.env.items()}
         argv = box.argv(*args)
         if "--pt" in args or "--onnx" in args:  # the case's model source replaces the box's --onnx
-            at = argv.index("--onnx")
-            del argv[at:at + 2]
-        done = subprocess.run(argv, capture_output=True, text=True, env={**box.env, "TMPDIR": str(tmp_path), **case.env},
-                              cwd=box.tmp, timeout=180)
+            argv = without_flag(argv, "--onnx")
+        for name in env.keys() & ENV_TWINS.keys():  # the case's env twin replaces the box's flag
+            argv = without_flag(argv, ENV_TWINS[name])
+        done = subprocess.run(argv, capture_output=True, text=True, env={**box.env, "TMPDIR": str(tmp_path), **env},
+                              cwd=box.tmp, timeout=case.timeout)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == case.code, done.stderr
         assert "Traceback" not in done.stderr
@@ -241,6 +307,20 @@ def test_bad_input_gives_one_line_and_its_exit_code(built_box, case, tmp_path):
         assert snapshot(box) == damaged
     finally:
         restore(box, before)
+
+
+def test_empty_directory_env_twins_count_as_unset(built_box):
+    """As in the entrypoint and compose (which passes unset variables on as empty): the default
+    applies. The empty flag is an error (the table)."""
+    empty = {"ENGINE_DIR": "", "CONFIG_DIR": " ", "MODELS_DIR": ""}
+    options = abe.parse_options([], environ=empty)
+    defaults = abe.Options()
+    assert (options.engine_dir, options.config_dir, options.models_dir) == (
+        defaults.engine_dir, defaults.config_dir, defaults.models_dir)
+    done = subprocess.run([*without_flag(without_flag(without_flag(built_box.argv(), "--engine-dir"), "--config-dir"),
+                                         "--models-dir"), "--check-env"],
+                          capture_output=True, text=True, env={**built_box.env, **empty}, cwd=built_box.tmp, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
 def test_the_engine_is_still_valid_after_the_table(built_box, tmp_path):

@@ -126,6 +126,33 @@ def test_temp_files_newer_than_the_run_or_under_a_held_lock_are_kept(box):
     assert fresh.exists() and not stale.exists()
 
 
+def test_config_temp_files_left_by_a_kill_are_removed_by_the_next_start(box):
+    assert box.run().returncode == 0
+    killed = box.run("--force", FAULT_AT="replace:labels.txt", FAULT_SIGNAL="KILL")
+    assert killed.returncode == -9 and box.fault_log.exists()
+    left = sorted(p.name.split(".")[1] for p in box.config_dir.glob(".*.tmp"))
+    assert left == ["config_infer_auto_generated", "labels"]
+    done = box.run()
+    assert done.returncode == 0, done.stderr
+    assert box.leftovers() == []
+    assert "removed 2 temp files left by an interrupted run" in done.stderr
+
+
+def test_a_config_temp_file_that_its_writer_still_holds_is_kept(box):
+    """A config-only rewrite (warm start) runs without the build lock; its writer holds an flock on
+    each temp file until it is renamed, and the cleanup leaves such a file alone."""
+    import fcntl
+
+    assert box.run().returncode == 0
+    live = _stale(box.config_dir / ".labels.txt.l1ve0000.tmp", 10)  # old, but its writer is alive
+    with open(live, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        assert box.run().returncode == 0
+        assert live.exists()
+    assert box.run().returncode == 0
+    assert not live.exists()
+
+
 # -- defect 5: one unit on a full disk ----------------------------------------------------------
 
 def test_disk_full_while_writing_the_sidecar_keeps_the_previous_unit(box):
@@ -178,6 +205,18 @@ def _damage(box: EngineMachine, how: str) -> None:
         engine.unlink()
         engine.mkdir()
         (engine / "keep.txt").write_text("user data")
+    elif how == "sidecar-size-1e999":  # json.loads gives inf: int(inf) raised OverflowError
+        data = json.loads(sidecar.read_text())
+        data["onnx"]["size"] = "@"
+        sidecar.write_text(json.dumps(data).replace('"@"', "1e999"))
+    elif how == "sidecar-onnx-path-newline":  # would inject keys into the config
+        data = json.loads(sidecar.read_text())
+        data["onnx"]["path"] = "/tmp/x\n[property]\nnet-scale-factor=1"
+        sidecar.write_text(json.dumps(data))
+    elif how in ("sidecar-fifo", "config-fifo", "labels-fifo"):  # a read would wait for a writer forever
+        path = {"sidecar": sidecar, "config": config, "labels": box.config_dir / "labels.txt"}[how.split("-")[0]]
+        path.unlink()
+        os.mkfifo(path)
     elif how == "config-not-utf8":
         config.write_bytes(config.read_bytes() + b"\xff")
     elif how == "config-dir":
@@ -185,19 +224,51 @@ def _damage(box: EngineMachine, how: str) -> None:
         config.mkdir()
 
 
-@pytest.mark.parametrize("how", ["sidecar-null", "sidecar-int4", "sidecar-class-names", "sidecar-dir", "engine-dir", "config-not-utf8", "config-dir"])
+@pytest.mark.parametrize("how", ["sidecar-null", "sidecar-int4", "sidecar-class-names", "sidecar-dir", "engine-dir",
+                                 "config-not-utf8", "config-dir", "sidecar-size-1e999", "sidecar-onnx-path-newline",
+                                 "sidecar-fifo", "config-fifo", "labels-fifo"])
 def test_a_damaged_sidecar_config_or_directory_is_stale_and_the_start_recovers(box, how):
     assert box.run().returncode == 0
     _damage(box, how)
-    assert box.run("--check").returncode == 1
-    done = box.run()
+    check = box.run("--check", timeout=60)  # a regression on a FIFO hangs: fail instead
+    assert check.returncode == 1 and len(check.stderr.strip().splitlines()) == 1, check.stderr
+    done = box.run(timeout=60)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert box.run("--check").returncode == 0
+    assert box.run("--check", timeout=60).returncode == 0
     assert box.mismatched() == [] and box.only_engine().is_file()
     if how == "engine-dir":
         moved = [p for p in box.engine_dir.iterdir() if ".moved-aside-" in p.name]
         assert len(moved) == 1 and (moved[0] / "keep.txt").read_text() == "user data"
+
+
+# -- a FIFO anywhere the step reads a file is never opened (a read would wait forever) --------------
+
+def test_a_fifo_at_the_timing_cache_does_not_hang_a_build(box):
+    assert box.run().returncode == 0
+    (cache,) = box.engine_dir.glob("timing-*.cache")
+    cache.unlink()
+    os.mkfifo(cache)
+    done = box.run("--force", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "timing cache" in done.stderr and "cannot be read (a FIFO)" in done.stderr
+    assert cache.is_file()  # the build's cache replaced it
+
+
+def test_a_fifo_at_the_verified_engines_stamp_does_not_hang_the_healthcheck(box, tmp_path):
+    assert box.run().returncode == 0
+    os.mkfifo(tmp_path / f"auto_build_engine-{os.getuid()}-verified.json")  # $TMPDIR is shared by every uid
+    assert box.run("--check", timeout=60).returncode == 0
+
+
+def test_a_fifo_at_the_lock_owner_file_does_not_hang_a_waiting_start(box):
+    from filelock import FileLock
+
+    assert box.run().returncode == 0
+    os.mkfifo(box.engine_dir / ".build.lock.owner")
+    with FileLock(str(box.engine_dir / ".build.lock")):  # another process builds
+        done = box.run("--force", timeout=60, BUILD_LOCK_TIMEOUT_S="1")
+    assert done.returncode == 1 and "timed out after 1s" in one_line(done) and "holder unknown" in one_line(done)
 
 
 # -- defect 6: the workspace is capped, from the env as from the flag ----------------------------
@@ -281,6 +352,33 @@ def test_pt_yolo11n_yaml_builds_installs_and_is_reused(tmp_path):
     second = subprocess.run(argv, capture_output=True, text=True, env=box.env, cwd=tmp_path, timeout=300)
     assert second.returncode == 0 and "(reused" in second.stdout, second.stderr
     check = subprocess.run([*argv, "--check"], capture_output=True, text=True, env={**box.env, "TMPDIR": str(tmp_path)}, cwd=tmp_path, timeout=60)
+    assert check.returncode == 0, check.stderr
+
+
+def test_pt_bare_name_found_in_an_image_model_path_builds_installs_and_is_reused(tmp_path):
+    """`--pt yolo11n.pt` that is not in the working directory but in one of the image's own model
+    paths (/app/models: here a folder the runner puts in STANDARD_MODEL_PATHS) is the file the user
+    named: trusted (docs/security.md), exported, built, stamped where it was found, then reused."""
+    import torch
+    from export_helpers import save_checkpoint
+    from ultralytics.nn.tasks import DetectionModel
+
+    box = EngineMachine(tmp_path)
+    image_models = tmp_path / "image" / "app-models"
+    torch.manual_seed(0)
+    weights = save_checkpoint(DetectionModel("yolo11n.yaml", nc=3, verbose=False).eval(), image_models / "yolo11n.pt")
+    runner = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import auto_build_engine as abe; "
+              f"abe.STANDARD_MODEL_PATHS = ('.', {str(image_models)!r}); sys.exit(abe.main())")
+    argv = [sys.executable, "-c", runner, "--pt", "yolo11n.pt", "--imgsz", "64",
+            "--engine-dir", str(box.engine_dir), "--config-dir", str(box.config_dir), "--models-dir", str(box.models_dir)]
+    env = {**box.env, "TMPDIR": str(tmp_path)}
+    first = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "(built in" in first.stdout
+    assert box.sidecar_of(box.only_engine())["source"]["path"] == str(weights.resolve())
+    second = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert second.returncode == 0 and "(reused" in second.stdout, second.stderr
+    check = subprocess.run([*argv, "--check"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert check.returncode == 0, check.stderr
 
 

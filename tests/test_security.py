@@ -214,20 +214,28 @@ def test_injection_through_each_path_variable_is_refused_before_writing(tmp_path
     assert not box.engine_dir.exists() and not box.config_dir.exists() and not box.models_dir.exists()
 
 
-def test_a_tampered_sidecar_cannot_inject_keys(tmp_path):
-    """The sidecar lives on the shared volume: its ONNX path goes into the config, so it is checked too."""
+def test_a_tampered_sidecar_is_rebuilt_and_cannot_inject_keys(tmp_path):
+    """The sidecar lives on the shared volume and its ONNX path goes into the config: one whose value
+    would inject keys is damaged, so --check says a build is needed and the start rebuilds (it used to
+    stop every start with exit 2 while --check said "build needed", forever)."""
     box = EngineMachine(tmp_path)
     assert box.run().returncode == 0
     sidecar_path = box.only_engine().with_suffix(".json")
     record = json.loads(sidecar_path.read_text())
+    real_onnx = record["onnx"]["path"]
     record["onnx"]["path"] = INJECTION
     sidecar_path.write_text(json.dumps(record))
     config = box.config_dir / abe.CONFIG_FILE_NAME
-    before = config.read_text()
     config.unlink()
-    message = one_error_line(box.run())
-    assert "onnx-file" in message and "non-printable" in message
-    assert not config.exists() and "net-scale-factor=1\n" not in before
+    check = box.run("--check", TMPDIR=str(tmp_path))
+    assert check.returncode == 1 and "damaged (onnx.path contains a newline" in check.stderr, check.stderr
+    done = box.run()
+    assert done.returncode == 0 and "(built in" in done.stdout, done.stderr
+    written = gkeyfile_parse(config.read_text())  # as nvinfer reads it
+    assert set(written) == {"property", "class-attrs-all"}
+    assert written["property"]["onnx-file"] == real_onnx  # the real path again, nothing injected
+    assert written["property"]["net-scale-factor"] == "0.0039215697906911373"
+    assert json.loads(sidecar_path.read_text())["onnx"]["path"] == real_onnx
 
 
 def test_config_value_checks():
@@ -388,6 +396,16 @@ def test_crafted_pt_found_in_model_mode_is_refused_unloaded(ds_box, tmp_path):
     assert not marker.exists() and not list(ds_box.models_dir.glob("*.onnx"))
 
 
+def test_a_fifo_as_download_record_is_no_record_and_does_not_hang(ds_box, tmp_path):
+    pt = ds_box.models_dir / "found.pt"
+    pt.parent.mkdir(parents=True)
+    pt.write_bytes(b"never loaded")
+    os.mkfifo(abe.download_record_path(pt))  # the models volume is shared: anyone may put one there
+    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--imgsz", "64", "--models-dir", str(ds_box.models_dir)],
+                          capture_output=True, text=True, env={**ds_box.env, "MODEL": "found"}, cwd=ds_box.tmp, timeout=60)
+    assert "found by searching" in one_error_line(done)
+
+
 def exporter_options(tmp_path: Path, **changes) -> abe.Options:
     from dataclasses import replace
 
@@ -438,13 +456,16 @@ def test_allowed_modules_and_getattr_do_not_open_other_doors(tmp_path, payload, 
     assert error.value.exit_code == abe.EXIT_USAGE and "\n" not in str(error.value)
 
 
-def test_bare_pt_name_found_elsewhere_needs_a_record(tmp_path, monkeypatch):
+def test_bare_pt_name_found_only_in_models_dir_needs_a_record(tmp_path, monkeypatch):
+    """MODELS_DIR is the shared volume: a file there under the bare name was not necessarily put
+    there by the user who typed the name (the tool downloads official names there, with a record)."""
     monkeypatch.chdir(tmp_path)
     models = tmp_path / "models"
     models.mkdir()
     pt = models / "found.pt"
     pt.write_bytes(b"weights")  # never loaded here: the trust decision comes first
     exporter = abe.YOLOExporter(exporter_options(tmp_path, pt=Path("found.pt")))
+    assert abe.locate_model_files(exporter.options) == (None, pt)
     sha = abe.sha256_of_file(pt)
     with pytest.raises(abe.ToolError, match="PT_PATH="):
         exporter._check_trusted(pt, sha)
@@ -457,6 +478,43 @@ def test_bare_pt_name_found_elsewhere_needs_a_record(tmp_path, monkeypatch):
     named = abe.YOLOExporter(exporter_options(tmp_path, pt=pt))
     record.unlink()
     named._check_trusted(pt, sha)  # named by its path: trusted
+
+
+@pytest.fixture
+def image_models(tmp_path, monkeypatch) -> Path:
+    """A folder standing in for the image's /app/models (one of STANDARD_MODEL_PATHS)."""
+    folder = tmp_path / "image" / "models"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(abe, "STANDARD_MODEL_PATHS", (".", str(folder)))
+    monkeypatch.chdir(tmp_path)
+    return folder
+
+
+def test_bare_pt_name_found_in_an_image_model_path_is_trusted(image_models, tmp_path):
+    pt = image_models / "found.pt"
+    pt.write_bytes(b"weights")
+    exporter = abe.YOLOExporter(exporter_options(tmp_path, pt=Path("found.pt")))
+    assert abe.locate_model_files(exporter.options) == (None, pt)
+    exporter._check_trusted(pt, abe.sha256_of_file(pt))
+
+
+def test_the_same_file_found_by_model_name_is_not_trusted(image_models, tmp_path):
+    pt = image_models / "found.pt"
+    pt.write_bytes(b"weights")
+    exporter = abe.YOLOExporter(exporter_options(tmp_path, model="found"))
+    assert abe.locate_model_files(exporter.options) == (None, pt)
+    with pytest.raises(abe.ToolError, match="found by searching"):
+        exporter._check_trusted(pt, abe.sha256_of_file(pt))
+
+
+def test_a_bare_pt_name_in_an_image_path_that_leads_into_the_volume_is_not_trusted(image_models, tmp_path):
+    in_volume = tmp_path / "models" / "found.pt"  # MODELS_DIR of exporter_options
+    in_volume.parent.mkdir()
+    in_volume.write_bytes(b"weights")
+    (image_models / "found.pt").symlink_to(in_volume)
+    exporter = abe.YOLOExporter(exporter_options(tmp_path, pt=Path("found.pt")))
+    with pytest.raises(abe.ToolError, match="PT_PATH="):
+        exporter._check_trusted(image_models / "found.pt", abe.sha256_of_file(in_volume))
 
 
 def test_a_real_checkpoint_loads_exactly_as_ultralytics_loads_it(tmp_path):
