@@ -1165,7 +1165,10 @@ def labels_text(names: Sequence[Any]) -> str:
 
 
 def read_labels(path: Path) -> list[str]:
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Class names by id as nvinfer reads labels.txt (blank lines skipped). Raises OSError (a FIFO there
+    included: never read) or UnicodeDecodeError."""
+    text = read_regular_file(Path(path)).decode("utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def default_class_names(count: int) -> list[str]:
@@ -2819,7 +2822,15 @@ class YOLOExporter:
         origin = "the ONNX metadata"
         labels = path.with_name(LABELS_FILE_NAME)
         if names is None and labels.is_file():
-            names, origin = read_labels(labels), str(labels)
+            try:
+                names, origin = read_labels(labels), str(labels)
+            except (OSError, UnicodeDecodeError) as error:
+                reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else error.strerror
+                raise ToolError(
+                    f"{labels} cannot be read ({reason}); the ONNX {path.name} names no classes, so fix or "
+                    f"remove {LABELS_FILE_NAME}",
+                    EXIT_USAGE,
+                ) from None
         if names is None:
             count = nc if nc is not None else DEFAULT_CLASS_COUNT
             notice(

@@ -473,6 +473,17 @@ def test_every_layout_refusal_says_what_it_saw(case, tmp_path):
     assert not list(tmp_path.rglob("*_ds.onnx"))
 
 
+def test_a_labels_file_that_is_not_utf8_next_to_a_given_onnx_is_one_line(tmp_path):
+    """A given ONNX without class names takes labels.txt next to it: one that cannot be read as text
+    is refused with one line naming it (not a UnicodeDecodeError traceback)."""
+    from export_helpers import layout_onnx
+
+    path = layout_onnx(tmp_path / "given.onnx", [B, 3, 64, 64], {"output0": [B, 7, 84]}, {"task": "detect"})
+    (tmp_path / "labels.txt").write_bytes(b"person\n\xff\xfecar\n")
+    message = refused(make_options(tmp_path, onnx=path, imgsz=64), str(tmp_path / "labels.txt"))
+    assert "UTF-8" in message
+
+
 # -- RT-DETR: detected without metadata; the [B,N,4+nc] layout of older ultralytics -------------------
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
