@@ -1220,7 +1220,9 @@ def locate_model_files(options: Options) -> tuple[Path | None, Path | None]:
     if options.onnx is not None:
         onnx_path = Path(options.onnx)
         if not onnx_path.is_file():
-            raise ToolError(f"--onnx {onnx_path}: file not found; give an existing ONNX file or use --pt", EXIT_USAGE)
+            raise ToolError(
+                f"--onnx/ONNX_PATH {onnx_path}: file not found; give an existing ONNX file or use --pt", EXIT_USAGE
+            )
         return onnx_path, None
     if options.pt is not None:
         pt = Path(options.pt)
@@ -1230,7 +1232,8 @@ def locate_model_files(options: Options) -> tuple[Path | None, Path | None]:
             if _is_bare_name(pt):
                 return None, pt  # ultralytics' own cfg (checked when loading)
             raise ToolError(
-                f"--pt {pt}: model yaml not found; give an existing file or a name like yolo11n.yaml", EXIT_USAGE
+                f"--pt/PT_PATH {pt}: model yaml not found; give an existing file or a name like yolo11n.yaml",
+                EXIT_USAGE,
             )
         if _is_bare_name(pt):
             for directory in dirs:
@@ -1238,7 +1241,7 @@ def locate_model_files(options: Options) -> tuple[Path | None, Path | None]:
                     return None, directory / pt
             return None, Path(options.models_dir) / pt  # to download
         raise ToolError(
-            f"--pt {pt}: file not found; give an existing .pt file or a bare name like yolo11x.pt to download",
+            f"--pt/PT_PATH {pt}: file not found; give an existing .pt file or a bare name like yolo11x.pt to download",
             EXIT_USAGE,
         )
     for suffix in (".onnx", ".pt"):

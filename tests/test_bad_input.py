@@ -189,7 +189,7 @@ CASES: list[Case] = [
     Case("MODELS_DIR-not-utf8", env={"MODELS_DIR": "/tmp/" + NON_UTF8}, says="MODELS_DIR (for --models-dir): b'/tmp/cfg-"),
     Case("MODELS_DIR-is-file", env={"MODELS_DIR": make("file", "models-env-file")}, says="is not a directory; set MODELS_DIR"),
     Case("MODELS_DIR-path-5000-bytes", env={"MODELS_DIR": "/tmp/" + "d/" * 2500}, says="MODELS_DIR (for --models-dir): the path has"),
-    Case("ONNX_PATH-missing", env={"ONNX_PATH": "/nonexistent/m.onnx"}, says="/nonexistent/m.onnx: file not found"),
+    Case("ONNX_PATH-missing", env={"ONNX_PATH": "/nonexistent/m.onnx"}, says="ONNX_PATH /nonexistent/m.onnx: file not found"),
     Case("ONNX_PATH-is-fifo", env={"ONNX_PATH": make("fifo", "env-pipe.onnx")}, says="file not found"),
     Case("ONNX_PATH-is-dir", env={"ONNX_PATH": make("dir", "env-model.onnx")}, says="file not found"),
     Case("ONNX_PATH-not-utf8", env={"ONNX_PATH": "/tmp/" + NON_UTF8 + ".onnx"}, says="ONNX_PATH (for --onnx): b'/tmp/cfg-"),
