@@ -1252,16 +1252,19 @@ def locate_model_files(options: Options) -> tuple[Path | None, Path | None]:
     return None, Path(options.models_dir) / f"{options.model}.pt"  # to download
 
 
-def _ensure_writable_dir(directory: Path, what: str) -> None:
+def _create_dir(directory: Path, what: str, hint: str = "make it writable or set another directory") -> None:
+    """Create `directory` (the setting named `what`) if needed; one line with `hint` when it cannot be."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ToolError(
-            f"cannot create {what} {directory} ({error.strerror}); make it writable or set another directory",
-            EXIT_USAGE,
-        ) from None
+        raise ToolError(f"cannot create {what} {directory} ({error.strerror}); {hint}", EXIT_USAGE) from None
+
+
+def _ensure_writable_dir(directory: Path, what: str, hint: str = "make it writable or set another directory") -> None:
+    """_create_dir, and one line with `hint` when this process cannot write in it."""
+    _create_dir(directory, what, hint)
     if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
-        raise ToolError(f"{what} {directory} is not writable; make it writable or set another directory", EXIT_USAGE)
+        raise ToolError(f"{what} {directory} is not writable; {hint}", EXIT_USAGE)
 
 
 class _signals_deferred:
@@ -3815,10 +3818,7 @@ class EngineBuilder:
         log("converting the ONNX to mixed FP16 with ModelOpt AutoCast (TensorRT 11 takes precision from the ONNX)")
         model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True)
         models_dir = Path(self.options.models_dir)
-        try:
-            models_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ToolError(f"cannot create MODELS_DIR {models_dir} ({error.strerror}); make it writable") from None
+        _ensure_writable_dir(models_dir, "MODELS_DIR")
         target = models_dir / f"{onnx_path.stem}.fp16.onnx"
         atomic_write_bytes(target, model.SerializeToString())
         return target
@@ -4957,12 +4957,6 @@ class DeepStreamConfig:
         text = self.render()  # raises before anything is touched
         for path, reason in self.unreadable.items():
             notice(f"{path} cannot be read ({reason}); writing it again")
-        try:
-            self.config_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ToolError(
-                f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory"
-            ) from None
         install_files(self.staged_files(text))
         self._on_disk = text
         return True
@@ -4970,12 +4964,7 @@ class DeepStreamConfig:
     def staged_files(self, text: str | None = None) -> list[tuple[Path, bytes]]:
         """labels then config, for install_files (one unit, alone or with the engine)."""
         text = self.render() if text is None else text
-        try:
-            self.config_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ToolError(
-                f"cannot create {self.config_dir} ({error.strerror}); set CONFIG_DIR to a writable directory"
-            ) from None
+        _ensure_writable_dir(self.config_dir, "CONFIG_DIR")
         return [(self.labels_path, self.labels_text().encode("utf-8")), (self.config_path, text.encode("utf-8"))]
 
 
@@ -5342,12 +5331,7 @@ def run_ensure(options: Options) -> int:
     if state.valid and state.sidecar is not None and not options.force:
         return finish_ensure(options, system, plan, state.sidecar, "reused", started)
     log(f"engine {plan.stem}: {'forced rebuild' if options.force else state.reason}")
-    try:
-        plan.engine_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ToolError(
-            f"cannot create ENGINE_DIR {plan.engine_dir} ({error.strerror}); mount a writable volume there"
-        ) from None
+    _create_dir(plan.engine_dir, "ENGINE_DIR", "mount a writable volume there")  # BuildLock says who may write
     # the export runs under the lock too: containers starting together export once, not N times
     with BuildLock(plan.engine_dir):
         state = check_engine(plan, options)  # another process may have built it while we waited

@@ -542,6 +542,6 @@ def test_a_non_yolo11_yaml_is_exported_by_resolve_in_the_deepstream_layout(tmp_p
     assert result.origin == "exported" and result.num_classes == 80
     proto = onnx.load(str(result.path))
     assert abe._graph_layout(proto, result.path) == "deepstream"
-    anchors = abe.expected_anchor_count(64, (4, 8, 16, 32))  # P2: a stride-4 level on top of 8..32
+    anchors = sum((64 // stride) ** 2 for stride in (4, 8, 16, 32))  # P2: a stride-4 level on top of 8..32
     assert abe._dims(proto.graph.output[0])[1:] == [anchors, 6] and anchors == 340
     assert abe.YOLOExporter(make_options(tmp_path, onnx=result.path, imgsz=64)).resolve().origin == "given"
