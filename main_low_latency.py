@@ -62,6 +62,7 @@ MP4_FRAGMENT_MS = 1000
 BUILD_HINT = "python3 auto_build_engine.py"
 
 EXIT_OK, EXIT_BUILD, EXIT_USAGE, EXIT_ENV = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # SIGINT, as a shell reports it
 
 
 class AppError(Exception):
@@ -1027,6 +1028,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except AppError as exc:
         print(f"main_low_latency: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl+C before the signal handlers of supervise() are in place
+        print("main_low_latency: interrupted before the pipeline started", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -438,6 +438,15 @@ def test_signal_sends_eos_and_exits_zero(sig: signal.Signals, tmp_path: Path, vi
     assert "stream 0 [" in proc.stdout.read()
 
 
+def test_ctrl_c_before_the_pipeline_starts_is_one_line_and_130(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    def interrupted(*_args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app, "make_plan", interrupted)
+    assert app.main([], {}) == 130
+    assert capsys.readouterr().err == "main_low_latency: interrupted before the pipeline started\n"
+
+
 def test_natural_end_of_stream_exits_zero(tmp_path: Path, video: Path) -> None:
     proc, record = start_app(tmp_path, video, "--json-log", FAKE_PSM_AUTO_EOS="1")
     out, err = proc.communicate(timeout=60)
