@@ -4590,7 +4590,8 @@ class FleetEnsure:
             if pulled is not None or self.broken:
                 return pulled
             if time.monotonic() >= deadline:
-                notice(f"gave up waiting {timeout:.0f}s for the fleet build of {self.plan.stem}; building here")
+                waited = f"{timeout:.0f}s for the fleet build of {self.plan.stem}"
+                notice(f"engine store: gave up waiting {waited}; building here")
                 return None
             time.sleep(min(1.0, seconds / 4))
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine_env import IMGSZ, ROOT, EngineMachine, kill_group, write_tiny_onnx
-from helpers import read_stderr_until
+from helpers import read_stderr_until, this_python_as
 
 SITECUSTOMIZE = r'''
 import fnmatch, os, signal, sys
@@ -135,7 +135,7 @@ class FaultBox(EngineMachine):
         self.app_marker = tmp / "app-started"
         (self.app_dir / "main_low_latency.py").write_text(
             f"import pathlib\npathlib.Path({str(self.app_marker)!r}).write_text('started')\n")
-        (self.tmp / "bin" / "python3").symlink_to(sys.executable)
+        this_python_as(self.tmp / "bin" / "python3")
 
     def adapted_onnx(self) -> Path:
         return self.models_dir / f"tinydyn_{IMGSZ}_ds.onnx"

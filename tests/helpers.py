@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import select
+import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +13,13 @@ import auto_build_engine as abe
 RTX4090 = abe.GpuInfo(0, "NVIDIA GeForce RTX 4090", "GPU-4090-0000", 24564, 23000, "8.9")
 RTX3060 = abe.GpuInfo(1, "NVIDIA GeForce RTX 3060", "GPU-3060-0001", 12288, 11000, "8.6")
 GTX1080 = abe.GpuInfo(0, "NVIDIA GeForce GTX 1080", "GPU-1080-0000", 8192, 8000, "6.1")
+
+
+def this_python_as(path: Path) -> None:
+    """`path` runs this test run's Python: a two-line script that execs it (same pid), not a symlink,
+    which would lose a virtual environment (a venv is found next to the name it is started by)."""
+    path.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+    path.chmod(0o755)
 
 
 def options_for(tmp_path: Path, *argv: str) -> abe.Options:

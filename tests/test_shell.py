@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import this_python_as
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "entrypoint.sh"
@@ -48,7 +49,7 @@ class Sandbox:
             "cuda_cccl": {"name": "CUDA C++ Core Compute Libraries", "version": "12.8.90"},
         }, indent=3))
         # python3 of this test run, first on PATH; nothing else of this machine's PATH
-        (self.bin / "python3").symlink_to(sys.executable)
+        this_python_as(self.bin / "python3")
         self.env = {
             "PATH": f"{self.bin}:/usr/bin:/bin",
             "HOME": str(tmp),

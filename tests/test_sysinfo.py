@@ -14,6 +14,8 @@ from tests.fakes.fake_pynvml import install_fake_pynvml
 from tests.fakes.fake_tensorrt import install_fake_tensorrt
 from tests.fakes.gpus import GPU_H100, GPU_RTX_3060, GPU_RTX_4090, write_gpus_json
 
+from helpers import this_python_as  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 STUB_BIN = ROOT / "tests" / "fakes" / "bin"
 
@@ -28,7 +30,7 @@ class Machine:
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
         # the stubs' interpreters, and nothing else of this machine's PATH
-        (self.bin / "python3").symlink_to(sys.executable)
+        this_python_as(self.bin / "python3")
         (self.bin / "bash").symlink_to(shutil.which("bash"))
         # PATH holds only stubs: a GPU machine's own nvidia-smi/nvcc must stay out of these tests
         self.env = {"PYTHONPATH": str(self.site), "HOME": str(tmp_path), "LD_LIBRARY_PATH": "",

@@ -55,17 +55,32 @@ def _literal(prefix: str, quote: str, part: str) -> str:
     return f"{prefix}{quote}{part}{quote}"
 
 
+def _one_line_literals(text: str) -> list[tuple[int, int, str]]:
+    """(row, col, source text) of each string literal that sits on one line. Python 3.12 tokenizes an
+    f-string as FSTRING_START ... FSTRING_END (PEP 701) instead of one STRING token: both are found."""
+    lines = text.splitlines(keepends=True)
+    fstring_start, fstring_end = getattr(tokenize, "FSTRING_START", None), getattr(tokenize, "FSTRING_END", None)
+    found, open_fstrings = [], []
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type == tokenize.STRING and not open_fstrings and tok.start[0] == tok.end[0]:
+            found.append((*tok.start, tok.string))
+        elif fstring_start is not None and tok.type == fstring_start:
+            open_fstrings.append(tok.start)
+        elif fstring_end is not None and tok.type == fstring_end:
+            (row, col) = open_fstrings.pop()
+            if not open_fstrings and row == tok.end[0]:
+                found.append((row, col, lines[row - 1][col : tok.end[1]]))
+    return found
+
+
 def wrap_once(text: str) -> str | None:
     """Wrap the first long string that can be wrapped; None when there is none."""
     lines = text.splitlines(keepends=True)
-    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-        if tok.type != tokenize.STRING or tok.start[0] != tok.end[0]:
-            continue
-        row, col = tok.start
+    for row, col, literal in _one_line_literals(text):
         line = lines[row - 1]
         if len(line.rstrip("\n")) <= LIMIT:
             continue
-        match = re.fullmatch(r"([rRfFuU]*)(['\"])(.*)\2", tok.string, re.S)
+        match = re.fullmatch(r"([rRfFuU]*)(['\"])(.*)\2", literal, re.S)
         if not match or "b" in match.group(1).lower():
             continue
         prefix, quote, body = match.groups()
@@ -75,7 +90,7 @@ def wrap_once(text: str) -> str | None:
         if len(parts) < 2:
             continue
         joined = ("\n" + " " * col).join(_literal(prefix, quote, p) for p in parts)
-        before, after = line[:col], line[col + len(tok.string) :]
+        before, after = line[:col], line[col + len(literal) :]
         for candidate in (before + joined + after, before + "(" + joined + ")" + after):
             new = "".join(lines[: row - 1]) + candidate + "".join(lines[row:])
             try:
