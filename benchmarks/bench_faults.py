@@ -48,6 +48,8 @@ def main() -> int:
               f"mismatched engine/sidecar pairs {report['mismatched_pairs']}, app started after a signal {report['app_started_after_signal']}")
         print(f"exit codes: {report['exit_codes']}; through the entrypoint: {report['through_entrypoint']}; "
               f"{report['seconds_per_try']} s per try, {report['wall_seconds']} s in all")
+        print(f"random moments that came after the step had ended (not a fault of the step): {report['missed']} of "
+              f"{report['by_point']['random']}")
         for problem in report["problems"]:
             print(f"  try {problem['try']} {problem['point']} SIG{problem['signal']} ({problem['via']}): {problem['problems']}")
     return 0 if not report["problems"] else 1
