@@ -2045,6 +2045,7 @@ COMPARE_SCORE_TOLERANCE = 0.05
 # a score in 0.5..1; IoU 0.99 is a shift of 0.25-0.5% of a box's side (docs/engine-check.md, "Batch slots").
 SLOT_MIN_IOU = 0.99
 SLOT_SCORE_TOLERANCE = 1e-3
+SLOT_LIMITS = f"slots need IoU >= {SLOT_MIN_IOU} and score within {SLOT_SCORE_TOLERANCE}"
 
 
 def reference_image_path() -> Path | None:
@@ -2321,7 +2322,7 @@ def check_engine_outputs(reference: Reference, outputs: dict[int, Any]) -> Engin
     count = len(reference.detections)
     worst_iou, worst_diff, ties, slot_diff, failure = 1.0, 0.0, 0, 0.0, None
     against_onnx = f"needs IoU >= {COMPARE_MIN_IOU}, same class, score within {COMPARE_SCORE_TOLERANCE}"
-    against_slot0 = f"slots need IoU >= {SLOT_MIN_IOU} and score within {SLOT_SCORE_TOLERANCE} of slot 0"
+    against_slot0 = f"{SLOT_LIMITS} of slot 0"
     for batch, output in sorted(outputs.items()):
         for slot in range(batch):
             result = compare_detections(reference.rows, output[slot], settings)
@@ -3015,8 +3016,7 @@ class YOLOExporter:
                 if not result.ok:
                     raise ToolError(
                         f"{path}: onnxruntime at batch {batch} slot {slot} differs from batch 1 on the same image "
-                        f"({result.figures()}; slots need IoU >= {SLOT_MIN_IOU} and score within "
-                        f"{SLOT_SCORE_TOLERANCE}); the graph mixes batch slots, export it again",
+                        f"({result.figures()}; {SLOT_LIMITS}); the graph mixes batch slots, export it again",
                         EXIT_USAGE,
                     )
             checked.append(batch)
@@ -3115,7 +3115,7 @@ class FileStamp:
     def from_json(cls, data: Any) -> FileStamp | None:
         try:
             return cls(str(data["path"]), int(data["size"]), int(data["mtime_ns"]), str(data["sha256"]))
-        except (TypeError, KeyError, ValueError, OverflowError):  # OverflowError: a size of 1e999 (inf)
+        except (TypeError, KeyError, ValueError):
             return None
 
 
